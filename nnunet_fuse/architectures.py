@@ -1,0 +1,122 @@
+"""Network classes that nnU-Net plans can name (``architecture.network_class_name``).
+
+nnU-Net builds them as ``cls(input_channels=…, num_classes=…, **arch_kwargs, deep_supervision=…)``; each is a
+dynamic_network_architectures encoder composed with a fusion decoder, nothing more.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple, Type, Union
+
+import torch
+from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
+from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
+from dynamic_network_architectures.building_blocks.residual import BasicBlockD, BottleneckD
+from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He, init_last_bn_before_add_to_0
+from torch import nn
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.dropout import _DropoutNd
+
+from nnunet_fuse.ode.decoder import FuseUNetDecoder
+
+IntOrSeq = Union[int, List[int], Tuple[int, ...]]
+
+
+def check_stage_arguments(n_stages: int, conv_op: Type[_ConvNd], **per_stage: Sequence) -> None:
+    """Fail early, with the fix, when plans arguments do not fit the network (stages, dimensionality)."""
+    if n_stages < 2:
+        raise ValueError(f"FuseUNet needs n_stages >= 2 (at least one skip and a bottleneck), got {n_stages}. "
+                         f"Plan the dataset with a larger patch size or pick another configuration.")
+    dim = convert_conv_op_to_dim(conv_op)
+    for name, values in per_stage.items():
+        if isinstance(values, int):
+            continue
+        if len(values) != n_stages:
+            raise ValueError(f"{name} has {len(values)} entries but n_stages is {n_stages}; the plans do not fit "
+                             f"this network")
+        for v in values:
+            if not isinstance(v, int) and len(v) != dim:
+                raise ValueError(f"{name} entry {list(v)} has {len(v)} axes but conv_op {conv_op.__name__} is {dim}D; "
+                                 f"use plans of matching dimensionality (2d configuration ↔ Conv2d, 3d ↔ Conv3d)")
+
+
+class _FuseUNetBase(AbstractDynamicNetworkArchitectures):
+    """Encoder + FuseUNetDecoder. forward(x): x (B, C_in, *spatial) → logits (B, K, *spatial) or a DS list."""
+
+    encoder: nn.Module
+    decoder: FuseUNetDecoder
+
+    def forward(self, x: torch.Tensor):
+        expected = convert_conv_op_to_dim(self.encoder.conv_op) + 2
+        if x.ndim != expected:
+            raise ValueError(f"{type(self).__name__} is {expected - 2}D and expects input of shape "
+                             f"(batch, channels, {'x, y, z' if expected == 5 else 'x, y'}), got {tuple(x.shape)}")
+        return self.decoder(self.encoder(x))
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]):
+        """Feature-map elements of encoder + decoder for one sample of spatial size input_size (nnU-Net's VRAM proxy)."""
+        if len(input_size) != self.decoder.dim:
+            raise ValueError(f"input_size must be the {self.decoder.dim} spatial axes only, got {list(input_size)}")
+        return (self.encoder.compute_conv_feature_map_size(input_size)
+                + self.decoder.compute_conv_feature_map_size(input_size))
+
+
+class FuseUNet(_FuseUNetBase):
+    """nnU-Net's PlainConvEncoder + the FuseUNet multistep ODE decoder (arguments as PlainConvUNet's, minus the
+    decoder convs, plus ``state_channels``, ``max_order``, ``corrector``)."""
+
+    def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
+                 kernel_sizes: IntOrSeq, strides: IntOrSeq, n_conv_per_stage: IntOrSeq, num_classes: int,
+                 conv_bias: bool = False, norm_op: Union[None, Type[nn.Module]] = None, norm_op_kwargs: dict = None,
+                 dropout_op: Union[None, Type[_DropoutNd]] = None, dropout_op_kwargs: dict = None,
+                 nonlin: Union[None, Type[nn.Module]] = None, nonlin_kwargs: dict = None,
+                 deep_supervision: bool = False, nonlin_first: bool = False,
+                 state_channels: Union[int, None] = None, max_order: int = 4, corrector: bool = True):
+        super().__init__()
+        check_stage_arguments(n_stages, conv_op, kernel_sizes=kernel_sizes, strides=strides,
+                              features_per_stage=features_per_stage, n_conv_per_stage=n_conv_per_stage)
+        self.key_to_encoder = "encoder.stages"
+        self.key_to_stem = "encoder.stages.0"
+        self.keys_to_in_proj = ("encoder.stages.0.0.convs.0.all_modules.0", "encoder.stages.0.0.convs.0.conv")
+        self.encoder = PlainConvEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
+                                        n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
+                                        dropout_op_kwargs, nonlin, nonlin_kwargs, return_skips=True,
+                                        nonlin_first=nonlin_first)
+        self.decoder = FuseUNetDecoder(self.encoder, num_classes, deep_supervision, state_channels, max_order,
+                                       corrector)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        InitWeights_He(1e-2)(module)
+
+
+class FuseResEncUNet(_FuseUNetBase):
+    """nnU-Net's ResidualEncoder (ResEnc M/L/XL plans) + the FuseUNet multistep ODE decoder."""
+
+    def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
+                 kernel_sizes: IntOrSeq, strides: IntOrSeq, n_blocks_per_stage: IntOrSeq, num_classes: int,
+                 conv_bias: bool = False, norm_op: Union[None, Type[nn.Module]] = None, norm_op_kwargs: dict = None,
+                 dropout_op: Union[None, Type[_DropoutNd]] = None, dropout_op_kwargs: dict = None,
+                 nonlin: Union[None, Type[nn.Module]] = None, nonlin_kwargs: dict = None,
+                 deep_supervision: bool = False,
+                 block: Union[Type[BasicBlockD], Type[BottleneckD]] = BasicBlockD,
+                 bottleneck_channels: IntOrSeq = None, stem_channels: int = None,
+                 state_channels: Union[int, None] = None, max_order: int = 4, corrector: bool = True):
+        super().__init__()
+        check_stage_arguments(n_stages, conv_op, kernel_sizes=kernel_sizes, strides=strides,
+                              features_per_stage=features_per_stage, n_blocks_per_stage=n_blocks_per_stage)
+        self.key_to_encoder = "encoder.stages"
+        self.key_to_stem = "encoder.stem"
+        self.keys_to_in_proj = ("encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0")
+        self.encoder = ResidualEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
+                                       n_blocks_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
+                                       dropout_op_kwargs, nonlin, nonlin_kwargs, block, bottleneck_channels,
+                                       return_skips=True, disable_default_stem=False, stem_channels=stem_channels)
+        self.decoder = FuseUNetDecoder(self.encoder, num_classes, deep_supervision, state_channels, max_order,
+                                       corrector)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        InitWeights_He(1e-2)(module)
+        init_last_bn_before_add_to_0(module)

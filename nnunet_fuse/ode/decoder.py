@@ -1,0 +1,116 @@
+"""The FuseUNet decoder: encoder skips fused by one linear-multistep ODE solve (DESIGN.md §2).
+
+State y (C_y channels, full input resolution) starts at zero. Skip k (coarsest first) enters through
+g_k = upsample(Conv1x1(s_k)) and the field F_k(y) = -y + ReLU(y + g_k); one step of size h = 1/N per skip.
+No conv blocks: the decoder's parameters are N 1×1 projections and one 1×1 head.
+"""
+from __future__ import annotations
+
+from functools import partial
+from math import prod
+from typing import List, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
+from torch import nn
+
+from nnunet_fuse.ode.multistep import MAX_ORDER, multistep_solve
+
+_INTERPOLATION_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def default_state_channels(num_classes: int) -> int:
+    """The paper's state width: 2·K for K ≥ 3 segmentation heads, else 6."""
+    return 2 * num_classes if num_classes >= 3 else 6
+
+
+def skip_field(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """F(y) = -y + ReLU(y + g) (nmODE form); y, g: (B, C_y, *spatial)."""
+    return F.relu(y + g) - y
+
+
+class FuseUNetDecoder(nn.Module):
+    """Multistep ODE decoder over the skips of a dynamic_network_architectures encoder.
+
+    encoder: exposes ``output_channels``, ``strides`` and ``conv_op`` (PlainConvEncoder, ResidualEncoder, ...).
+    forward(skips): skips finest first, as the encoder returns them, skip s shaped (B, C_s, *size_s).
+    Returns logits (B, num_classes, *input_size), or with deep supervision one tensor per encoder stage except the
+    bottleneck, highest resolution first, output s shaped (B, num_classes, *size_s) — the scales nnU-Net's
+    deep-supervision loss expects. One shared head serves every output, so no parameter is ever unused (DDP-safe).
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, deep_supervision: bool = False,
+                 state_channels: Union[int, None] = None, max_order: int = MAX_ORDER, corrector: bool = True):
+        super().__init__()
+        n_stages = len(encoder.output_channels)
+        if n_stages < 2:
+            raise ValueError(f"FuseUNet needs an encoder with at least 2 stages (one skip plus the bottleneck), "
+                             f"got {n_stages}. Use a plans configuration with n_stages >= 2.")
+        if not 1 <= max_order <= MAX_ORDER:
+            raise ValueError(f"max_order must be between 1 and {MAX_ORDER}, got {max_order}")
+        self.conv_op = encoder.conv_op
+        self.dim = convert_conv_op_to_dim(self.conv_op)
+        self.strides = [list(s) if isinstance(s, (list, tuple)) else [s] * self.dim for s in encoder.strides]
+        self.num_classes = num_classes
+        self.state_channels = state_channels or default_state_channels(num_classes)
+        self.max_order = max_order
+        self.corrector = corrector
+        self.deep_supervision = deep_supervision
+        # projections[s] belongs to encoder stage s (finest first, like the skips)
+        self.projections = nn.ModuleList(
+            self.conv_op(c, self.state_channels, kernel_size=1, bias=True) for c in encoder.output_channels)
+        self.head = self.conv_op(self.state_channels, num_classes, kernel_size=1, bias=True)
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.projections)
+
+    def _input_size(self, finest_skip_size: Sequence[int]) -> List[int]:
+        return [s * st for s, st in zip(finest_skip_size, self.strides[0])]
+
+    def _skip_forcing(self, skip: torch.Tensor, stage: int, size: Sequence[int]) -> torch.Tensor:
+        """g_s = upsample(Conv1x1(skip)): (B, C_s, *size_s) → (B, C_y, *size); 1×1 conv at the skip's resolution."""
+        g = self.projections[stage](skip)
+        if list(g.shape[2:]) != list(size):
+            g = F.interpolate(g, size=list(size), mode=_INTERPOLATION_MODE[self.dim], align_corners=False)
+        return g
+
+    def forward(self, skips: Sequence[torch.Tensor]) -> Union[torch.Tensor, List[torch.Tensor]]:
+        if len(skips) != self.n_stages:
+            raise ValueError(f"expected {self.n_stages} skips (one per encoder stage), got {len(skips)}")
+        size = self._input_size(skips[0].shape[2:])
+        coarsest_first = range(self.n_stages - 1, -1, -1)
+        forcings = [self._skip_forcing(skips[s], s, size) for s in coarsest_first]  # each computed once
+        fields = [partial(skip_field, g=g) for g in forcings]
+        states = multistep_solve(fields, torch.zeros_like(forcings[0]), h=1.0 / self.n_stages,
+                                 max_order=self.max_order, corrector=self.corrector)
+        if not self.deep_supervision:
+            return self.head(states[-1])
+        # the state after the step that consumed stage s's skip, pooled to that stage's resolution
+        outputs = []
+        for s in range(self.n_stages - 1):
+            state = states[self.n_stages - 1 - s]
+            target = list(skips[s].shape[2:])
+            if list(state.shape[2:]) != target:
+                state = F.interpolate(state, size=target, mode="area")
+            outputs.append(self.head(state))
+        return outputs
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
+        """Elements (channels × voxels, one sample) the decoder holds at the end of its forward, for nnU-Net's VRAM
+        estimate: the ReLU output of every field evaluation and the head inputs (saved for backward) plus the N
+        full-resolution forcings g_k. The skips themselves are counted by the encoder.
+
+        input_size: spatial size of the network input (no batch/channel axes).
+        """
+        n = self.n_stages
+        full = prod(input_size)
+        stage_sizes, size = [], list(input_size)
+        for stride in self.strides:
+            size = [i // j for i, j in zip(size, stride)]
+            stage_sizes.append(prod(size))
+        evaluations = 1 + (2 if self.corrector else 1) * (n - 1)
+        head_inputs = stage_sizes[:-1] if self.deep_supervision else [full]
+        return np.int64(self.state_channels * (full * (evaluations + n) + sum(head_inputs)))

@@ -1,0 +1,19 @@
+"""nnU-Net trainer classes of nnunet_fuse (the real code; ``trainers/`` only re-exports them for nnU-Net)."""
+
+from nnunet_fuse.training.fuseunet import (
+    nnUNetTrainerFuseUNet,
+    nnUNetTrainerFuseUNetDS,
+    nnUNetTrainerFuseUNet_lr1e2,
+    nnUNetTrainerFuseUNet_short,
+    nnUNetTrainerFuseUNet_tiny,
+    nnUNetTrainerFuseUNetDS_tiny,
+)
+
+__all__ = [
+    "nnUNetTrainerFuseUNet",
+    "nnUNetTrainerFuseUNetDS",
+    "nnUNetTrainerFuseUNet_lr1e2",
+    "nnUNetTrainerFuseUNet_short",
+    "nnUNetTrainerFuseUNet_tiny",
+    "nnUNetTrainerFuseUNetDS_tiny",
+]

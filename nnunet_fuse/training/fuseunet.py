@@ -1,0 +1,98 @@
+"""Trainers for FuseUNet plans (``nnunet-fuse plan --method fuseunet``).
+
+Pick by budget: ``nnUNetTrainerFuseUNet`` is the paper (no deep supervision, SGD/PolyLR from lr 1e-3,
+1000 epochs × 250 iterations). With a shorter schedule lr 1e-3 does not start learning (measured: Dice 0.00 after
+100 iterations on MSD Hippocampus), so the short trainers and ``_lr1e2`` use nnU-Net's lr 1e-2.
+"""
+from __future__ import annotations
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+FUSEUNET_NETWORK_CLASSES = ("nnunet_fuse.architectures.FuseUNet", "nnunet_fuse.architectures.FuseResEncUNet")
+
+
+def check_fuseunet_configuration(configuration_manager: ConfigurationManager, plans_name: str,
+                                 trainer_name: str) -> None:
+    """Stop early, saying what to run, when a plans configuration does not name a FuseUNet network."""
+    network = configuration_manager.network_arch_class_name
+    if network not in FUSEUNET_NETWORK_CLASSES:
+        raise RuntimeError(
+            f"{trainer_name} needs FuseUNet plans, but plans '{plans_name}' name the network '{network}'. "
+            f"Write FuseUNet plans with `nnunet-fuse plan -d <dataset> --method fuseunet` and train with "
+            f"`-p nnUNetFuseUNetPlans`.")
+
+
+class nnUNetTrainerFuseUNet(nnUNetTrainer):
+    """The paper's settings: no deep supervision, initial lr 1e-3, nnU-Net's SGD (Nesterov, 0.99) and PolyLR."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        check_fuseunet_configuration(self.configuration_manager, self.plans_manager.plans_name,
+                                     type(self).__name__)
+        self.enable_deep_supervision = False
+        self.initial_lr = 1e-3
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        check_fuseunet_configuration(configuration_manager, plans_manager.plans_name, "FuseUNet trainers")
+        return get_network_from_plans(configuration_manager.network_arch_class_name,
+                                      configuration_manager.network_arch_init_kwargs,
+                                      configuration_manager.network_arch_init_kwargs_req_import,
+                                      num_input_channels, num_output_channels, allow_init=True,
+                                      deep_supervision=enable_deep_supervision)
+
+
+class nnUNetTrainerFuseUNetDS(nnUNetTrainerFuseUNet):
+    """As the paper, but with nnU-Net's deep supervision (one output per encoder stage but the bottleneck)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = True
+
+
+class nnUNetTrainerFuseUNet_lr1e2(nnUNetTrainerFuseUNet):
+    """The paper's network and schedule with nnU-Net's initial lr 1e-2 (for budgets shorter than 1000 epochs)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 1e-2
+
+
+class nnUNetTrainerFuseUNet_short(nnUNetTrainerFuseUNet_lr1e2):
+    """Demo schedule, lr 1e-2: 10 epochs × 25 iterations (a few minutes on 2 CPU cores for small patches)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 10
+        self.num_iterations_per_epoch = 25
+        self.num_val_iterations_per_epoch = 5
+
+
+class nnUNetTrainerFuseUNet_tiny(nnUNetTrainerFuseUNet_lr1e2):
+    """Smoke-test schedule, lr 1e-2: 2 epochs × 4 iterations."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 4
+        self.num_val_iterations_per_epoch = 2
+
+
+class nnUNetTrainerFuseUNetDS_tiny(nnUNetTrainerFuseUNet_tiny):
+    """Smoke-test schedule with deep supervision."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = True
