@@ -86,8 +86,10 @@ def count_parameters(plans_file: Path, dataset_json_file: Path, configuration: s
                                      determine_num_input_channels(plans_manager, cm, dataset_json),
                                      plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
                                      allow_init=False, deep_supervision=False)
-    return {part: sum(p.numel() for p in getattr(network, part).parameters()) for part in ("encoder", "decoder")} | {
-        "total": sum(p.numel() for p in network.parameters())}
+    total = sum(p.numel() for p in network.parameters())
+    encoder = sum(p.numel() for p in network.encoder.parameters())
+    # decoder = total - encoder: nnU-Net's UNetDecoder holds the encoder as a submodule, so its .parameters() repeat it
+    return {"total": total, "encoder": encoder, "decoder": total - encoder}
 
 
 def evaluate(reference_folder: Path, prediction_folder: Path, labels: Sequence[int]) -> dict:
@@ -100,7 +102,7 @@ def evaluate(reference_folder: Path, prediction_folder: Path, labels: Sequence[i
 
 def save_overlay_png(image_file: Path, label_file: Path, prediction_file: Path, png_file: Path,
                      label_names: Dict[int, str]) -> None:
-    """Image, reference and prediction on the slice with the most foreground, side by side."""
+    """Image, reference and prediction side by side on the slice showing the most labels (then most foreground)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,7 +112,7 @@ def save_overlay_png(image_file: Path, label_file: Path, prediction_file: Path, 
 
     image, label, prediction = (sitk.GetArrayFromImage(sitk.ReadImage(str(f)))
                                 for f in (image_file, label_file, prediction_file))
-    z = int(np.argmax((label > 0).sum(axis=(1, 2))))
+    z = max(range(label.shape[0]), key=lambda i: (len(np.unique(label[i])), int((label[i] > 0).sum())))
     colours = ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 0.55), (0.2, 0.8, 0.2, 0.55), (0.2, 0.4, 1.0, 0.55),
                               (1.0, 0.8, 0.1, 0.55), (0.8, 0.2, 0.8, 0.55)])
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))

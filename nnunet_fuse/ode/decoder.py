@@ -100,8 +100,9 @@ class FuseUNetDecoder(nn.Module):
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
         """Elements (channels × voxels, one sample) the decoder holds at the end of its forward, for nnU-Net's VRAM
-        estimate: the ReLU output of every field evaluation and the head inputs (saved for backward) plus the N
-        full-resolution forcings g_k. The skips themselves are counted by the encoder.
+        estimate: what autograd saves (the ReLU output of every field evaluation, the head inputs, and with deep
+        supervision the full-resolution states that are pooled) plus the N full-resolution forcings g_k.
+        The skips themselves are counted by the encoder.
 
         input_size: spatial size of the network input (no batch/channel axes).
         """
@@ -112,5 +113,8 @@ class FuseUNetDecoder(nn.Module):
             size = [i // j for i, j in zip(size, stride)]
             stage_sizes.append(prod(size))
         evaluations = 1 + (2 if self.corrector else 1) * (n - 1)
-        head_inputs = stage_sizes[:-1] if self.deep_supervision else [full]
-        return np.int64(self.state_channels * (full * (evaluations + n) + sum(head_inputs)))
+        if self.deep_supervision:
+            kept = sum(s + (full if s != full else 0) for s in stage_sizes[:-1])  # head input (+ pooled state)
+        else:
+            kept = full
+        return np.int64(self.state_channels * (full * (evaluations + n) + kept))

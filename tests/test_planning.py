@@ -1,0 +1,113 @@
+"""Plans variants written from real nnU-Net plans (nnUNetPlans and ResEnc M) and their error cases."""
+import json
+
+import pytest
+import torch
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunet_fuse.architectures import FuseResEncUNet, FuseUNet
+from nnunet_fuse.planning import (
+    PlanningError,
+    available_methods,
+    make_plans_variant,
+    load_overlay,
+    variant_plans_name,
+    write_plans_variant,
+)
+
+from conftest import TINY_ID
+
+
+def preprocessed_folder(workdir):
+    return next((workdir / "nnUNet_preprocessed").glob(f"Dataset{TINY_ID}_*"))
+
+
+def test_variant_names():
+    assert variant_plans_name("nnUNetPlans", "FuseUNet") == "nnUNetFuseUNetPlans"
+    assert variant_plans_name("nnUNetResEncUNetMPlans", "FuseUNet") == "nnUNetFuseUNetResEncUNetMPlans"
+    assert "fuseunet" in available_methods()
+
+
+@pytest.mark.parametrize("base,network_class", [("nnUNetPlans", FuseUNet), ("nnUNetResEncUNetMPlans", FuseResEncUNet)])
+def test_variant_from_real_plans_builds_the_network_nnunet_would(planned_dataset, tmp_path, base, network_class):
+    workdir, _, raw = planned_dataset
+    folder = preprocessed_folder(workdir)
+    base_plans = json.loads((folder / f"{base}.json").read_text())
+    result = write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "fuseunet", base_plans_name=base,
+                                 plans_name=f"test_{base}_variant")
+    assert result["status"] == "written"
+    plans = json.loads(result["path"].read_text())
+    assert plans["plans_name"] == result["path"].stem == f"test_{base}_variant"
+    assert json.loads((folder / f"{base}.json").read_text()) == base_plans  # base untouched
+    assert set(plans["configurations"]) == set(base_plans["configurations"])
+    for name, cfg in plans["configurations"].items():
+        assert cfg.get("data_identifier") == base_plans["configurations"][name].get("data_identifier")
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    pm = PlansManager(plans)
+    for name in ("2d", "3d_fullres"):
+        cm = pm.get_configuration(name)
+        net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                     cm.network_arch_init_kwargs_req_import, 1,
+                                     pm.get_label_manager(dataset_json).num_segmentation_heads,
+                                     deep_supervision=False)
+        assert isinstance(net, network_class)
+        out = net(torch.randn(1, 1, *cm.patch_size))
+        assert out.shape == (1, 4, *cm.patch_size)
+
+
+def test_configuration_subset_and_rewrite_rules(planned_dataset):
+    workdir, _, _ = planned_dataset
+    result = write_plans_variant(workdir / "nnUNet_preprocessed", f"Dataset{TINY_ID}_Tiny", "fuseunet",
+                                 configurations=["2d"], plans_name="test_subset")
+    plans = json.loads(result["path"].read_text())
+    assert list(plans["configurations"]) == ["2d"]
+    kwargs = plans["configurations"]["2d"]["architecture"]["arch_kwargs"]
+    assert "n_conv_per_stage_decoder" not in kwargs
+    assert kwargs["max_order"] == 4 and kwargs["corrector"] is True and kwargs["state_channels"] is None
+    assert plans["nnunet_fuse"]["method"] == "fuseunet"
+    # same call again: nothing changes; a different variant under the same name needs --overwrite
+    again = write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "fuseunet", configurations=["2d"],
+                                plans_name="test_subset")
+    assert again["status"] == "unchanged"
+    with pytest.raises(PlanningError, match="--overwrite"):
+        write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "fuseunet", configurations=["3d_fullres"],
+                            plans_name="test_subset")
+    replaced = write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "fuseunet",
+                                   configurations=["3d_fullres"], plans_name="test_subset", overwrite=True)
+    assert list(json.loads(replaced["path"].read_text())["configurations"]) == ["3d_fullres"]
+
+
+def test_inheriting_and_cascade_configurations_keep_their_parents():
+    base = {"plans_name": "nnUNetPlans", "configurations": {
+        "3d_fullres": {"data_identifier": "a", "architecture": {
+            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {"n_conv_per_stage_decoder": [2]}, "_kw_requires_import": []}},
+        "3d_lowres": {"inherits_from": "3d_fullres", "data_identifier": "b", "next_stage": "3d_cascade_fullres"},
+        "3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"},
+        "2d": {"data_identifier": "c", "architecture": {
+            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {}, "_kw_requires_import": []}}}}
+    plans = make_plans_variant(base, load_overlay("fuseunet"), "X", ["3d_cascade_fullres"])
+    assert set(plans["configurations"]) == {"3d_cascade_fullres", "3d_fullres", "3d_lowres"}
+    assert plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"].endswith("FuseUNet")
+    assert base["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"] == {"n_conv_per_stage_decoder": [2]}
+
+
+def test_errors_are_clear_and_write_nothing(planned_dataset, tmp_path):
+    workdir, _, _ = planned_dataset
+    pre = workdir / "nnUNet_preprocessed"
+    before = sorted(p.name for p in preprocessed_folder(workdir).iterdir())
+    with pytest.raises(PlanningError, match="unknown method 'nope'; available: .*fuseunet"):
+        write_plans_variant(pre, TINY_ID, "nope")
+    with pytest.raises(PlanningError, match="has not been planned yet.*nnUNetv2_plan_and_preprocess -d 4"):
+        write_plans_variant(pre, 4, "fuseunet")
+    with pytest.raises(PlanningError, match="no plans 'nnUNetResEncUNetLPlans'"):
+        write_plans_variant(pre, TINY_ID, "fuseunet", base_plans_name="nnUNetResEncUNetLPlans")
+    with pytest.raises(PlanningError, match=r"configuration\(s\) \['3d_lowres'\] do not exist"):
+        write_plans_variant(pre, TINY_ID, "fuseunet", configurations=["3d_lowres"])
+    with pytest.raises(PlanningError, match="not written by nnunet_fuse; refusing to overwrite"):
+        write_plans_variant(pre, TINY_ID, "fuseunet", plans_name="nnUNetResEncUNetMPlans", overwrite=True)
+    with pytest.raises(PlanningError, match="must differ"):
+        write_plans_variant(pre, TINY_ID, "fuseunet", plans_name="nnUNetPlans")
+    assert sorted(p.name for p in preprocessed_folder(workdir).iterdir()) == before
