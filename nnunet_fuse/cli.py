@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="synthetic data -> plan -> train -> predict -> Dice table + PNG")
     demo.add_argument("--workdir", default="nnunet_fuse_demo", help="output folder (default ./nnunet_fuse_demo)")
     demo.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
-    demo.add_argument("-tr", default="nnUNetTrainerFuseUNet_short", help="trainer (default: the 10×25 schedule)")
+    demo.add_argument("-tr", default="nnUNetTrainerFuseUNet_10x25", help="trainer (default: the 10×25 schedule)")
     demo.add_argument("--n-train", type=int, default=24)
     demo.add_argument("--n-test", type=int, default=6)
     demo.add_argument("--seed", type=int, default=0)

@@ -4,16 +4,18 @@ from nnunet_fuse.training.fuseunet import (
     nnUNetTrainerFuseUNet,
     nnUNetTrainerFuseUNetDS,
     nnUNetTrainerFuseUNet_lr1e2,
-    nnUNetTrainerFuseUNet_short,
-    nnUNetTrainerFuseUNet_tiny,
-    nnUNetTrainerFuseUNetDS_tiny,
+    nnUNetTrainerFuseUNet_10x25,
+    nnUNetTrainerFuseUNet_4x25,
+    nnUNetTrainerFuseUNet_2x4,
+    nnUNetTrainerFuseUNetDS_2x4,
 )
 
 __all__ = [
     "nnUNetTrainerFuseUNet",
     "nnUNetTrainerFuseUNetDS",
     "nnUNetTrainerFuseUNet_lr1e2",
-    "nnUNetTrainerFuseUNet_short",
-    "nnUNetTrainerFuseUNet_tiny",
-    "nnUNetTrainerFuseUNetDS_tiny",
+    "nnUNetTrainerFuseUNet_10x25",
+    "nnUNetTrainerFuseUNet_4x25",
+    "nnUNetTrainerFuseUNet_2x4",
+    "nnUNetTrainerFuseUNetDS_2x4",
 ]

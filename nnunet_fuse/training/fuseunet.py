@@ -6,6 +6,8 @@ Pick by budget: ``nnUNetTrainerFuseUNet`` is the paper (no deep supervision, SGD
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -67,29 +69,36 @@ class nnUNetTrainerFuseUNet_lr1e2(nnUNetTrainerFuseUNet):
         self.initial_lr = 1e-2
 
 
-class nnUNetTrainerFuseUNet_short(nnUNetTrainerFuseUNet_lr1e2):
-    """Demo schedule, lr 1e-2: 10 epochs × 25 iterations (a few minutes on 2 CPU cores for small patches)."""
+class FixedScheduleFuseUNetTrainer(nnUNetTrainerFuseUNet_lr1e2):
+    """Base of the short schedules (lr 1e-2): ``schedule`` = (epochs, iterations per epoch, validation iterations)."""
+
+    schedule: Tuple[int, int, int]
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 10
-        self.num_iterations_per_epoch = 25
-        self.num_val_iterations_per_epoch = 5
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = self.schedule
 
 
-class nnUNetTrainerFuseUNet_tiny(nnUNetTrainerFuseUNet_lr1e2):
-    """Smoke-test schedule, lr 1e-2: 2 epochs × 4 iterations."""
+class nnUNetTrainerFuseUNet_10x25(FixedScheduleFuseUNetTrainer):
+    """Demo schedule: 10 epochs × 25 iterations (a few minutes on 2 CPU cores for small patches)."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 4
-        self.num_val_iterations_per_epoch = 2
+    schedule = (10, 25, 5)
 
 
-class nnUNetTrainerFuseUNetDS_tiny(nnUNetTrainerFuseUNet_tiny):
+class nnUNetTrainerFuseUNet_4x25(FixedScheduleFuseUNetTrainer):
+    """100 iterations: 4 epochs × 25 (the budget of the learning-rate measurement in the module docstring)."""
+
+    schedule = (4, 25, 5)
+
+
+class nnUNetTrainerFuseUNet_2x4(FixedScheduleFuseUNetTrainer):
+    """Smoke-test schedule: 2 epochs × 4 iterations."""
+
+    schedule = (2, 4, 2)
+
+
+class nnUNetTrainerFuseUNetDS_2x4(nnUNetTrainerFuseUNet_2x4):
     """Smoke-test schedule with deep supervision."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
