@@ -120,3 +120,13 @@ class FuseResEncUNet(_FuseUNetBase):
     def initialize(module: nn.Module) -> None:
         InitWeights_He(1e-2)(module)
         init_last_bn_before_add_to_0(module)
+
+
+def parameter_counts(network: nn.Module) -> dict:
+    """{"total", "encoder", "decoder"} parameter counts of an encoder/decoder network.
+
+    decoder = total - encoder: nnU-Net's UNetDecoder holds the encoder as a submodule, so its .parameters() repeat it.
+    """
+    total = sum(p.numel() for p in network.parameters())
+    encoder = sum(p.numel() for p in network.encoder.parameters())
+    return {"total": total, "encoder": encoder, "decoder": total - encoder}

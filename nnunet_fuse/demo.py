@@ -17,7 +17,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from nnunet_fuse.datasets.synthetic import LABELS, make_synthetic_dataset
-from nnunet_fuse.planning import write_plans_variant
+from nnunet_fuse.architectures import parameter_counts
+from nnunet_fuse.planning import network_from_plans, write_plans_variant
 from nnunet_fuse.resources import ext_trainer_value
 
 DEMO_MARKER = ".nnunet_fuse_demo"
@@ -41,13 +42,12 @@ def nnunet_command(name: str) -> str:
 def nnunet_environment(workdir: Path, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Environment for nnU-Net commands with raw/preprocessed/results below workdir and our trainers visible."""
     env = dict(os.environ if base is None else base)
-    for var, sub in (("nnUNet_raw", "nnUNet_raw"), ("nnUNet_preprocessed", "nnUNet_preprocessed"),
-                     ("nnUNet_results", "nnUNet_results")):
-        env[var] = str(workdir / sub)
-        (workdir / sub).mkdir(parents=True, exist_ok=True)
-    env.setdefault("nnUNet_def_n_proc", "1")
+    for folder in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        env[folder] = str(workdir / folder)
+        (workdir / folder).mkdir(parents=True, exist_ok=True)
+    env.setdefault("nnUNet_def_n_proc", "1")  # small data: extra worker processes cost more than they save
     env.setdefault("nnUNet_n_proc_DA", "1")
-    env.setdefault("nnUNet_compile", "false")
+    env.setdefault("nnUNet_compile", "false")  # a short schedule trains for less time than torch.compile takes
     env["nnUNet_extTrainer"] = ext_trainer_value(env.get("nnUNet_extTrainer"))
     return env
 
@@ -74,22 +74,9 @@ def run_step(title: str, command: Sequence[str], env: Dict[str, str], log_file: 
 
 def count_parameters(plans_file: Path, dataset_json_file: Path, configuration: str) -> Dict[str, int]:
     """Parameters of the network a plans configuration builds (as the trainer builds it, deep supervision off)."""
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    plans_manager = PlansManager(json.loads(plans_file.read_text()))
-    dataset_json = json.loads(dataset_json_file.read_text())
-    cm = plans_manager.get_configuration(configuration)
-    network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                     cm.network_arch_init_kwargs_req_import,
-                                     determine_num_input_channels(plans_manager, cm, dataset_json),
-                                     plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
-                                     allow_init=False, deep_supervision=False)
-    total = sum(p.numel() for p in network.parameters())
-    encoder = sum(p.numel() for p in network.encoder.parameters())
-    # decoder = total - encoder: nnU-Net's UNetDecoder holds the encoder as a submodule, so its .parameters() repeat it
-    return {"total": total, "encoder": encoder, "decoder": total - encoder}
+    network, _ = network_from_plans(json.loads(plans_file.read_text()), json.loads(dataset_json_file.read_text()),
+                                    configuration)
+    return parameter_counts(network)
 
 
 def evaluate(reference_folder: Path, prediction_folder: Path, labels: Sequence[int]) -> dict:

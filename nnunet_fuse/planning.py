@@ -156,3 +156,22 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
     tmp.write_text(json.dumps(plans, indent=4, sort_keys=False))
     tmp.replace(target)  # atomic: a crash never leaves a half-written plans file
     return result
+
+
+def network_from_plans(plans: dict, dataset_json: dict, configuration: str, deep_supervision: bool = False):
+    """The network a plans configuration builds, constructed as nnU-Net's trainers do (no weight init).
+
+    Returns (network, configuration_manager).
+    """
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_manager = PlansManager(plans)
+    cm = plans_manager.get_configuration(configuration)
+    network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                     cm.network_arch_init_kwargs_req_import,
+                                     determine_num_input_channels(plans_manager, cm, dataset_json),
+                                     plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
+                                     allow_init=False, deep_supervision=deep_supervision)
+    return network, cm
