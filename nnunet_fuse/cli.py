@@ -57,6 +57,60 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from nnunet_fuse.demo import format_table
+    from nnunet_fuse.planning import find_dataset_folder
+    from nnunet_fuse.profiling import profile_plans, table_rows, write_outputs
+
+    try:
+        if args.plans_file:
+            plans_files = [Path(p) for p in args.plans_file]
+            dataset_json_file = Path(args.dataset_json) if args.dataset_json else plans_files[0].parent / "dataset.json"
+        else:
+            preprocessed = os.environ.get("nnUNet_preprocessed")
+            if not args.d or not preprocessed:
+                print("error: give -d with nnUNet_preprocessed set, or --plans-file PLANS.json", file=sys.stderr)
+                return 2
+            folder = find_dataset_folder(preprocessed, args.d)
+            names = args.p or ["nnUNetPlans", *sorted(p.stem for p in folder.glob("nnUNetResEnc*Plans.json"))]
+            plans_files = [folder / f"{name}.json" for name in names]
+            dataset_json_file = folder / "dataset.json"
+        for f in [*plans_files, dataset_json_file]:
+            if not f.is_file():
+                raise PlanningError(f"{f} does not exist")
+    except PlanningError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    plans = [json.loads(f.read_text()) for f in plans_files]
+    unknown = [p["plans_name"] for p in plans if args.c not in p["configurations"]]
+    if unknown:
+        print(f"error: configuration '{args.c}' is not in plans {unknown}", file=sys.stderr)
+        return 2
+    dataset_json = json.loads(dataset_json_file.read_text())
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        rows = profile_plans(plans, dataset_json, args.c, device, args.batch, args.patch_size, args.warmup,
+                             args.repeats, inference=not args.no_inference)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfg = plans[0]["configurations"][args.c]
+    meta = {"dataset": plans[0]["dataset_name"], "configuration": args.c,
+            "patch_size": args.patch_size or cfg.get("patch_size"), "batch_size": args.batch or cfg.get("batch_size"),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+            "torch": torch.__version__, "warmup": args.warmup, "repeats": args.repeats,
+            "date": __import__("datetime").date.today().isoformat()}
+    print("\n" + format_table(table_rows(rows)))
+    stem = Path(args.o) / f"{meta['dataset']}_{args.c}_{device.type}"
+    for path in write_outputs(rows, meta, stem, args.plot):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-fuse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="print the export line for nnUNet_extTrainer: eval \"$(nnunet-fuse env)\"")
     env.set_defaults(func=_env)
+
+    prof = sub.add_parser("profile", help="parameters, FLOPs, step time, memory, inference: nnU-Net vs FuseUNet "
+                                          "vs encoder alone, side by side")
+    prof.add_argument("-d", default=None, help="dataset ID or name (plans from nnUNet_preprocessed)")
+    prof.add_argument("-c", required=True, help="configuration, e.g. 2d or 3d_fullres")
+    prof.add_argument("-p", nargs="+", default=None,
+                      help="nnU-Net plans names to profile (default: nnUNetPlans and any nnUNetResEnc*Plans present);"
+                           " each is profiled with its FuseUNet variant and its encoder alone")
+    prof.add_argument("--plans-file", nargs="+", default=None, help="plans JSON file(s) instead of -d")
+    prof.add_argument("--dataset-json", default=None, help="with --plans-file: dataset.json (default: beside it)")
+    prof.add_argument("-device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    prof.add_argument("--batch", type=int, default=None, help="batch size (default: the plan's)")
+    prof.add_argument("--patch-size", type=int, nargs="+", default=None, help="override the plan's patch size")
+    prof.add_argument("--warmup", type=int, default=1)
+    prof.add_argument("--repeats", type=int, default=3, help="timed training steps (median reported)")
+    prof.add_argument("--no-inference", action="store_true", help="skip the sliding-window inference timing")
+    prof.add_argument("--plot", action="store_true", help="also write a PNG bar chart")
+    prof.add_argument("-o", default="nnunet_fuse_profile", help="output folder for .json/.csv/.md/.png")
+    prof.set_defaults(func=_profile)
 
     demo = sub.add_parser("demo", help="synthetic data -> plan -> train -> predict -> Dice table + PNG")
     demo.add_argument("--workdir", default="nnunet_fuse_demo", help="output folder (default ./nnunet_fuse_demo)")

@@ -212,3 +212,50 @@ def test_resenc_variant_matches_nnunet_resenc_encoder():
                                  n_conv_per_stage_decoder=1, **kwargs)
     assert [n for n, _ in fuse.encoder.named_parameters()] == [n for n, _ in resenc.encoder.named_parameters()]
     assert isinstance(fuse.decoder, FuseUNetDecoder)
+
+
+def reference_decoder(decoder, skips):
+    """Straightforward transcription of DESIGN.md §2 (no caching tricks, textbook AB/AM formulas)."""
+    import torch.nn.functional as F
+
+    n = decoder.n_stages
+    h = 1.0 / n
+    size = [s * st for s, st in zip(skips[0].shape[2:], decoder.strides[0])]
+    mode = {2: "bilinear", 3: "trilinear"}[decoder.dim]
+    g = []
+    for s in range(n - 1, -1, -1):
+        p = decoder.projections[s](skips[s])
+        g.append(p if list(p.shape[2:]) == size else F.interpolate(p, size=size, mode=mode, align_corners=False))
+    field = lambda k, y: -y + F.relu(y + g[k])  # noqa: E731
+    ab = {1: [1], 2: [3 / 2, -1 / 2], 3: [23 / 12, -16 / 12, 5 / 12], 4: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}
+    am = {1: [1], 2: [1 / 2, 1 / 2], 3: [5 / 12, 8 / 12, -1 / 12], 4: [9 / 24, 19 / 24, -5 / 24, 1 / 24]}
+    y, fs, states = torch.zeros_like(g[0]), [], []
+    for k in range(n):
+        fs.insert(0, field(k, y))
+        q = min(k + 1, decoder.max_order)
+        pred = y + h * sum(c * f for c, f in zip(ab[q], fs[:q]))
+        if decoder.corrector and k + 1 < n:
+            c = min(q + 1, decoder.max_order)
+            pred = y + h * sum(a * f for a, f in zip(am[c], [field(k + 1, pred), *fs[: c - 1]]))
+        y = pred
+        states.append(y)
+    return decoder.head(states[-1])
+
+
+@pytest.mark.parametrize("dim,n_stages", [(2, 7), (3, 5)])
+@pytest.mark.parametrize("max_order,corrector", [(4, True), (2, True), (3, False)])
+def test_decoder_matches_reference_values_and_gradients(dim, n_stages, max_order, corrector):
+    """Any optimisation of the decoder must keep outputs and gradients of the plain formulation (float64)."""
+    size = (128, 128) if dim == 2 else (32, 32, 16)
+    net = build(FuseUNet, dim, n_stages=n_stages, max_order=max_order, corrector=corrector,
+                strides=None if dim == 2 else [[1, 1, 1], [2, 2, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]][:n_stages])
+    net = net.double()
+    skips = [s.detach().requires_grad_() for s in net.encoder(torch.randn(2, 2, *size, dtype=torch.float64))]
+    weights = torch.randn(2, 3, *size, dtype=torch.float64)
+    out = net.decoder(skips)
+    grads = torch.autograd.grad((out * weights).sum(), [*skips, *net.decoder.parameters()])
+    ref = reference_decoder(net.decoder, skips)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), [*skips, *net.decoder.parameters()])
+    assert torch.allclose(out, ref, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-11)

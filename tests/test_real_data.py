@@ -13,8 +13,9 @@ DATASET_ID = 904
 
 
 @pytest.mark.skipif(not HIPPOCAMPUS.is_dir(), reason="../shared/data/Task04_Hippocampus not present")
-def test_fuseunet_learns_hippocampus_in_100_iterations(tmp_path):
-    """24 training / 6 test cases, 3d_fullres, 4 epochs × 25 iterations at lr 1e-2 (DESIGN.md §2 budget)."""
+def test_fuseunet_learns_hippocampus_in_250_iterations(tmp_path):
+    """24 training / 6 test cases, 3d_fullres, 10 epochs × 25 iterations at lr 1e-2. (At 100 iterations the
+    anterior label is sometimes not learned yet: mean Dice 0.75 in one run, 0.31 in another.)"""
     env = nnunet_environment(tmp_path)
     raw = tmp_path / "nnUNet_raw" / f"Dataset{DATASET_ID}_HippocampusSubset"
     cases = sorted(p.name[: -len(".nii.gz")] for p in (HIPPOCAMPUS / "labelsTr").glob("hippocampus_*.nii.gz"))[:30]
@@ -32,7 +33,7 @@ def test_fuseunet_learns_hippocampus_in_100_iterations(tmp_path):
          "--verify_dataset_integrity"], env)
     run([nnunet_command("nnunet-fuse"), "plan", "-d", str(DATASET_ID), "--method", "fuseunet", "-c", "3d_fullres"],
         env)
-    trainer = ["-tr", "nnUNetTrainerFuseUNet_4x25", "-p", "nnUNetFuseUNetPlans"]
+    trainer = ["-tr", "nnUNetTrainerFuseUNet_10x25", "-p", "nnUNetFuseUNetPlans"]
     run([nnunet_command("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", *trainer, "-device", "cpu"], env)
     predictions = tmp_path / "predictions"
     run([nnunet_command("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d",
@@ -41,5 +42,5 @@ def test_fuseunet_learns_hippocampus_in_100_iterations(tmp_path):
     dice = {label: values["Dice"] for label, values in summary["mean"].items()}
     print("held-back Dice", dice, "mean", summary["foreground_mean"]["Dice"])
     # chance (random voxels at the label frequency, ~1 %) scores Dice ~0.01; an untrained network 0.
-    assert summary["foreground_mean"]["Dice"] > 0.4, dice
-    assert all(d > 0.25 for d in dice.values()), dice
+    assert summary["foreground_mean"]["Dice"] > 0.5, dice
+    assert all(d > 0.4 for d in dice.values()), dice

@@ -33,11 +33,12 @@ Field = Callable[[torch.Tensor], torch.Tensor]
 
 def _linear_combination(y: torch.Tensor, h: float, coefficients: Sequence[float],
                         values: Sequence[torch.Tensor]) -> torch.Tensor:
-    """y + h · Σ_j c_j v_j, without in-place writes to any input (autograd-safe)."""
-    increment = values[0] * coefficients[0]
+    """y + h · Σ_j c_j v_j as one kernel per term (h folded into the coefficients), accumulated in place into the
+    result, which is our own tensor: inputs are never written (autograd-safe)."""
+    out = torch.add(y, values[0], alpha=h * coefficients[0])
     for c, v in zip(coefficients[1:], values[1:]):
-        increment = increment.add_(v, alpha=c)  # `increment` is our own temporary
-    return torch.add(y, increment, alpha=h)
+        out.add_(v, alpha=h * c)
+    return out
 
 
 def adams_bashforth_step(y: torch.Tensor, history: Sequence[torch.Tensor], h: float) -> torch.Tensor:

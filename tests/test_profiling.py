@@ -1,0 +1,83 @@
+"""`nnunet-fuse profile`: fields present, numbers positive and mutually consistent; memory measurement exact."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_ID, run
+from nnunet_fuse.profiling import peak_step_memory_bytes
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_cpu_peak_memory_measures_live_bytes_exactly():
+    def step():
+        a = torch.empty(1_000_000)  # 4 MB, freed at the end of the step
+        b = torch.empty(500_000)  # +2 MB while a is alive
+        del a, b
+        torch.empty(250_000)  # 1 MB after both are freed: the peak stays at 6 MB
+
+    peak = peak_step_memory_bytes(step, torch.device("cpu"))
+    assert 6_000_000 <= peak < 6_000_000 + 4096
+
+
+def check_group(rows):
+    default, fuse, floor = rows
+    assert default["kind"] == fuse["kind"] == "network" and floor["kind"] == "encoder alone"
+    for r in rows:
+        assert r["params_total"] == r["params_encoder"] + r["params_decoder"] > 0
+        assert r["forward_gflops"] > 0 and r["step_seconds"] > 0 and r["peak_memory_mb"] > 0
+    assert fuse["params_encoder"] == default["params_encoder"] == floor["params_encoder"]
+    assert fuse["params_decoder"] < 0.05 * default["params_decoder"]
+    assert floor["forward_gflops"] <= fuse["forward_gflops"] < default["forward_gflops"]
+    assert default["ratios"]["step_vs_default"] == 1.0 and floor["ratios"]["step_vs_encoder"] == 1.0
+    assert fuse["ratios"]["step_vs_default"] == pytest.approx(fuse["step_seconds"] / default["step_seconds"])
+    assert fuse["ratios"]["memory_vs_encoder"] == pytest.approx(
+        fuse["peak_memory_mb"] / floor["peak_memory_mb"])
+    return default, fuse, floor
+
+
+def test_profile_cli_on_a_planned_dataset(planned_dataset, tmp_path):
+    _, env, _ = planned_dataset
+    result = run(f"nnunet-fuse profile -d {TINY_ID} -c 2d --batch 2 --warmup 0 --repeats 1 --plot -o {tmp_path}", env)
+    assert "| network" in result.stdout and "step ×encoder" in result.stdout
+    stem = tmp_path / f"Dataset{TINY_ID}_Tiny_2d_cpu"
+    data = json.loads(stem.with_suffix(".json").read_text())
+    assert data["meta"]["configuration"] == "2d" and data["meta"]["batch_size"] == 2
+    rows = data["rows"]
+    # nnUNetPlans and the ResEnc M plans of the fixture, each with its FuseUNet variant and its encoder alone
+    assert [r["name"] for r in rows] == [
+        "nnU-Net nnUNetPlans", "FuseUNet on nnUNetPlans", "encoder alone (nnUNetPlans)",
+        "nnU-Net nnUNetResEncUNetMPlans", "FuseUNet on nnUNetResEncUNetMPlans",
+        "encoder alone (nnUNetResEncUNetMPlans)"]
+    for i in (0, 3):
+        default, fuse, floor = check_group(rows[i:i + 3])
+        assert default["inference_seconds"] > 0 and fuse["inference_seconds"] > 0
+        assert floor["inference_seconds"] is None
+    assert len(stem.with_suffix(".csv").read_text().splitlines()) == 7
+    assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_profile_plans_file_with_region_labels(tmp_path):
+    """BraTS-like plans (4 channels, 3 regions → Dice+BCE) without any dataset, at a CPU-sized patch."""
+    plans = REPO / "benchmarks" / "plans" / "Dataset137_BraTSlike" / "nnUNetPlans.json"
+    result = run(f"{BIN / 'nnunet-fuse'} profile --plans-file {plans} -c 3d_fullres "
+                 f"--patch-size 64 64 64 --batch 1 --warmup 0 --repeats 1 --no-inference -o {tmp_path}", None)
+    rows = json.loads((tmp_path / "Dataset137_BraTSlike_3d_fullres_cpu.json").read_text())["rows"]
+    check_group(rows)
+
+
+def test_profile_errors(planned_dataset):
+    _, env, _ = planned_dataset
+    result = run(f"nnunet-fuse profile -d {TINY_ID} -c 3d_lowres --no-inference", env, check=False)
+    assert result.returncode == 2 and "configuration '3d_lowres' is not in plans" in result.stderr
+    result = run(f"nnunet-fuse profile -d {TINY_ID} -c 2d -p nnUNetResEncUNetXLPlans", env, check=False)
+    assert result.returncode == 2 and "nnUNetResEncUNetXLPlans.json does not exist" in result.stderr
+    plans = REPO / "benchmarks" / "plans" / "Dataset137_BraTSlike" / "nnUNetPlans.json"
+    result = run(f"{BIN / 'nnunet-fuse'} profile --plans-file {plans} -c 3d_fullres --patch-size 32 32 32", None,
+                 check=False)
+    assert result.returncode == 2 and "does not fit the plan's strides" in result.stderr
+    assert "e.g. [64, 64, 64]" in result.stderr
