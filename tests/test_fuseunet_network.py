@@ -179,14 +179,14 @@ def _saved_elements(module, inputs):
 @pytest.mark.parametrize("deep_supervision", [False, True])
 @pytest.mark.parametrize("corrector", [False, True])
 def test_feature_map_size_counts_what_the_decoder_keeps(deep_supervision, corrector):
-    """compute_conv_feature_map_size = measured saved-for-backward elements + the N forcings alive in forward."""
+    """compute_conv_feature_map_size = measured saved-for-backward elements + the one forcing alive at a time."""
     net = build(FuseUNet, 3, n_stages=4, deep_supervision=deep_supervision, corrector=corrector,
                 strides=[[1, 1, 1], [2, 2, 1], [2, 2, 2], [2, 2, 2]])
     size = (32, 32, 16)
     skips = [s.detach().requires_grad_() for s in net.encoder(torch.randn(1, 2, *size))]
     measured = _saved_elements(net.decoder, skips)
-    forcings = net.decoder.n_stages * net.decoder.state_channels * int(np.prod(size))
-    assert net.decoder.compute_conv_feature_map_size(size) == measured + forcings
+    forcing = net.decoder.state_channels * int(np.prod(size))
+    assert net.decoder.compute_conv_feature_map_size(size) == measured + forcing
     total = net.compute_conv_feature_map_size(size)
     assert total == net.encoder.compute_conv_feature_map_size(size) + net.decoder.compute_conv_feature_map_size(size)
 
@@ -259,3 +259,23 @@ def test_decoder_matches_reference_values_and_gradients(dim, n_stages, max_order
     assert torch.allclose(out, ref, rtol=1e-10, atol=1e-12)
     for a, b in zip(grads, ref_grads):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_forward_memory_does_not_grow_with_the_number_of_skips():
+    """Forcings are built lazily and released (SkipFields): going from 5 to 7 stages (history already at order 4) must not add full-resolution
+    tensors to the forward peak (holding all forcings would add 2 of them)."""
+    from nnunet_fuse.profiling import peak_step_memory_bytes
+
+    size = (256, 256)
+    peaks = {}
+    for n_stages in (5, 7):
+        net = build(FuseUNet, 2, n_stages=n_stages)
+        with torch.no_grad():
+            skips = net.encoder(torch.randn(1, 2, *size))
+
+            def forward():
+                net.decoder(skips)
+
+            peaks[n_stages] = peak_step_memory_bytes(forward, torch.device("cpu"))
+    full_tensor = net.decoder.state_channels * size[0] * size[1] * 4
+    assert peaks[7] - peaks[5] < full_tensor / 2, (peaks, full_tensor)

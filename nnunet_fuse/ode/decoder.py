@@ -6,7 +6,7 @@ No conv blocks: the decoder's parameters are N 1×1 projections and one 1×1 hea
 """
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Sequence as SequenceABC
 from math import prod
 from typing import List, Sequence, Union
 
@@ -29,6 +29,30 @@ def default_state_channels(num_classes: int) -> int:
 def skip_field(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """F(y) = -y + ReLU(y + g) (nmODE form); y, g: (B, C_y, *spatial)."""
     return F.relu(y + g) - y
+
+
+class SkipFields(SequenceABC):
+    """The fields F_k, coarsest skip first, each built on first access: g_k = upsample(Conv1x1(s_k)) is computed
+    once, kept while field k is in use, and released when the solver moves to field k+1 (the solver's access order,
+    see multistep_solve). So at most one full-resolution forcing exists at a time instead of N."""
+
+    def __init__(self, decoder: "FuseUNetDecoder", skips: Sequence[torch.Tensor], size: Sequence[int]):
+        self.decoder, self.skips, self.size = decoder, skips, size
+        self._index, self._forcing = None, None
+
+    def __len__(self) -> int:
+        return len(self.skips)
+
+    def forcing(self, k: int) -> torch.Tensor:
+        if k != self._index:
+            stage = len(self.skips) - 1 - k
+            self._index, self._forcing = k, self.decoder._skip_forcing(self.skips[stage], stage, self.size)
+        return self._forcing
+
+    def __getitem__(self, k: int):
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        return lambda y: skip_field(y, self.forcing(k))
 
 
 class FuseUNetDecoder(nn.Module):
@@ -80,12 +104,10 @@ class FuseUNetDecoder(nn.Module):
     def forward(self, skips: Sequence[torch.Tensor]) -> Union[torch.Tensor, List[torch.Tensor]]:
         if len(skips) != self.n_stages:
             raise ValueError(f"expected {self.n_stages} skips (one per encoder stage), got {len(skips)}")
-        size = self._input_size(skips[0].shape[2:])
-        coarsest_first = range(self.n_stages - 1, -1, -1)
-        forcings = [self._skip_forcing(skips[s], s, size) for s in coarsest_first]  # each computed once
-        fields = [partial(skip_field, g=g) for g in forcings]
-        states = multistep_solve(fields, torch.zeros_like(forcings[0]), h=1.0 / self.n_stages,
-                                 max_order=self.max_order, corrector=self.corrector)
+        fields = SkipFields(self, skips, self._input_size(skips[0].shape[2:]))
+        y0 = torch.zeros_like(fields.forcing(0))
+        states = multistep_solve(fields, y0, h=1.0 / self.n_stages, max_order=self.max_order,
+                                 corrector=self.corrector, keep_states=self.deep_supervision)
         if not self.deep_supervision:
             return self.head(states[-1])
         # the state after the step that consumed stage s's skip, pooled to that stage's resolution
@@ -101,8 +123,8 @@ class FuseUNetDecoder(nn.Module):
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
         """Elements (channels × voxels, one sample) the decoder holds at the end of its forward, for nnU-Net's VRAM
         estimate: what autograd saves (the ReLU output of every field evaluation, the head inputs, and with deep
-        supervision the full-resolution states that are pooled) plus the N full-resolution forcings g_k.
-        The skips themselves are counted by the encoder.
+        supervision the full-resolution states that are pooled) plus the one full-resolution forcing g_k alive at a
+        time (SkipFields). The skips themselves are counted by the encoder.
 
         input_size: spatial size of the network input (no batch/channel axes).
         """
@@ -117,4 +139,4 @@ class FuseUNetDecoder(nn.Module):
             kept = sum(s + (full if s != full else 0) for s in stage_sizes[:-1])  # head input (+ pooled state)
         else:
             kept = full
-        return np.int64(self.state_channels * (full * (evaluations + n) + kept))
+        return np.int64(self.state_channels * (full * (evaluations + 1) + kept))

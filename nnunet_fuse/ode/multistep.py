@@ -67,7 +67,8 @@ def adams_moulton_step(y: torch.Tensor, f_next: torch.Tensor, history: Sequence[
 
 
 def multistep_solve(fields: Sequence[Field], y0: torch.Tensor, h: float, max_order: int = MAX_ORDER,
-                    corrector: bool = True, n_steps: int | None = None) -> List[torch.Tensor]:
+                    corrector: bool = True, n_steps: int | None = None,
+                    keep_states: bool = True) -> List[torch.Tensor]:
     """Integrate dy/dt = fields[k](y) on [t_k, t_{k+1}] with the paper's predictor–corrector (PECE) scheme.
 
     fields[k] is the vector field at node t_k = k·h (in FuseUNet: F for the k-th skip, coarsest first).
@@ -78,7 +79,9 @@ def multistep_solve(fields: Sequence[Field], y0: torch.Tensor, h: float, max_ord
 
     n_steps defaults to len(fields): then the last step has no next field and is predictor-only, as in FuseUNet.
     Pass len(fields) == n_steps + 1 to correct every step (a plain ODE solve).
-    Returns the states [y_1, ..., y_n], each shaped like y0.
+    fields[k] is first called in step k-1 (corrector) and never after step k, in that order: a lazy sequence may
+    build each field on first access and drop the previous one.
+    Returns the states [y_1, ..., y_n] (only [y_n] if not keep_states), each shaped like y0.
     """
     if not 1 <= max_order <= MAX_ORDER:
         raise ValueError(f"max_order must be between 1 and {MAX_ORDER}, got {max_order}")
@@ -99,7 +102,8 @@ def multistep_solve(fields: Sequence[Field], y0: torch.Tensor, h: float, max_ord
             y = adams_moulton_step(y, fields[k + 1](y_predicted), history[: corrector_order - 1], h)
         else:
             y = y_predicted
-        states.append(y)
+        if keep_states or k + 1 == n_steps:
+            states.append(y)
         if k + 1 < n_steps:
             f = fields[k + 1](y)
     return states
