@@ -111,6 +111,26 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from nnunet_fuse.datasets import converters
+
+    raw = os.environ.get("nnUNet_raw")
+    if not raw:
+        print("error: nnUNet_raw is not set; export it as for nnU-Net", file=sys.stderr)
+        return 2
+    convert = {"acdc": converters.convert_acdc, "msd": converters.convert_msd,
+               "brats2015": converters.convert_brats2015}[args.dataset]
+    kwargs = {} if args.d is None else {"dataset_id": args.d}
+    try:
+        print(f"converting {args.source} ({args.dataset}) ...", flush=True)
+        target = convert(args.source, raw, **kwargs)
+    except converters.ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {target}\nnext: nnUNetv2_plan_and_preprocess -d {target.name[7:10]} --verify_dataset_integrity")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-fuse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--plot", action="store_true", help="also write a PNG bar chart")
     prof.add_argument("-o", default="nnunet_fuse_profile", help="output folder for .json/.csv/.md/.png")
     prof.set_defaults(func=_profile)
+
+    conv = sub.add_parser("convert", help="public dataset -> nnU-Net raw format in $nnUNet_raw (validated first)")
+    conv.add_argument("dataset", choices=["acdc", "msd", "brats2015"],
+                      help="acdc: ACDC 'training' folder; msd: any MSD TaskXX_Name folder; brats2015: BraTS 2013/2015 "
+                           "FLAIR+T1c case folders (DeepMedic layout)")
+    conv.add_argument("source", help="the folder as downloaded")
+    conv.add_argument("-d", type=int, default=None,
+                      help="dataset id (defaults: acdc 27, msd the task number, brats2015 138)")
+    conv.set_defaults(func=_convert)
 
     demo = sub.add_parser("demo", help="synthetic data -> plan -> train -> predict -> Dice table + PNG")
     demo.add_argument("--workdir", default="nnunet_fuse_demo", help="output folder (default ./nnunet_fuse_demo)")

@@ -1,1 +1,1 @@
-"""Datasets: the synthetic generator (and, later, thin wrappers around nnunetv2's converters)."""
+"""Datasets: the synthetic generator and validated converters of public datasets to nnU-Net raw format."""

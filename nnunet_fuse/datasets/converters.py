@@ -1,0 +1,214 @@
+"""Public datasets → nnU-Net raw format, validated first and written atomically.
+
+Every converter checks its input before writing (missing files, label values outside the expected set, image/label
+geometry mismatch → ConversionError naming the case), writes into a hidden staging folder and renames it into place
+only when complete, and refuses to replace an existing dataset. Where nnunetv2 ships a working converter we call it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+PathLike = Union[str, Path]
+
+
+class ConversionError(ValueError):
+    """The source data cannot be converted; the message names the case and the problem."""
+
+
+def _check_pair(case: str, image_files: Sequence[Path], label_file: Path, allowed_labels: Iterable[int]) -> None:
+    """Files exist, label values ⊆ allowed_labels, every image has the label's size, spacing, origin, direction."""
+    for f in (*image_files, label_file):
+        if not f.is_file():
+            raise ConversionError(f"case {case}: missing file {f}")
+    label = sitk.ReadImage(str(label_file))
+    values = np.unique(sitk.GetArrayViewFromImage(label))
+    unexpected = sorted(set(values.tolist()) - set(allowed_labels))
+    if unexpected:
+        raise ConversionError(f"case {case}: label values {unexpected} in {label_file.name} are not in the "
+                              f"expected set {sorted(allowed_labels)}")
+    for f in image_files:
+        image = sitk.ReadImage(str(f))
+        if image.GetDimension() != label.GetDimension() or image.GetSize() != label.GetSize():
+            raise ConversionError(f"case {case}: image {f.name} has size {image.GetSize()} but the label "
+                                  f"{label.GetSize()}")
+        for name in ("GetSpacing", "GetOrigin", "GetDirection"):
+            if not np.allclose(getattr(image, name)(), getattr(label, name)(), atol=1e-3):
+                raise ConversionError(f"case {case}: {name[3:].lower()} of {f.name} {getattr(image, name)()} differs "
+                                      f"from the label's {getattr(label, name)()}")
+
+
+def check_target(raw_root: PathLike, dataset_name: str) -> None:
+    """Refuse a dataset name that exists, or whose id another dataset in raw_root uses."""
+    target = Path(raw_root) / dataset_name
+    if target.exists():
+        raise ConversionError(f"{target} exists already; remove it or choose another dataset id (-d)")
+    existing = [p.name for p in Path(raw_root).glob(f"{dataset_name[:10]}_*")] if Path(raw_root).is_dir() else []
+    if existing:
+        raise ConversionError(f"dataset id {int(dataset_name[7:10])} is taken by {existing}; choose another id (-d)")
+
+
+@contextmanager
+def staged_dataset(raw_root: PathLike, dataset_name: str) -> Iterator[Path]:
+    """Yield a hidden staging folder; on success rename it to raw_root/dataset_name, on failure remove it."""
+    raw_root = Path(raw_root)
+    check_target(raw_root, dataset_name)
+    target = raw_root / dataset_name
+    staging = raw_root / f".{dataset_name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _copy_case(images: Sequence[Path], label: Optional[Path], out: Path, case: str, images_dir: str,
+               labels_dir: str, label_map: Optional[Dict[int, int]] = None) -> None:
+    (out / images_dir).mkdir(exist_ok=True)
+    (out / labels_dir).mkdir(exist_ok=True)
+    for channel, image in enumerate(images):
+        shutil.copy(image, out / images_dir / f"{case}_{channel:04d}.nii.gz")
+    if label is None:
+        return
+    if label_map is None:
+        shutil.copy(label, out / labels_dir / f"{case}.nii.gz")
+        return
+    source = sitk.ReadImage(str(label))
+    array = sitk.GetArrayFromImage(source).astype(np.int64)
+    mapped = np.zeros(array.shape, dtype=np.uint8)
+    for old, new in label_map.items():
+        mapped[array == old] = new
+    result = sitk.GetImageFromArray(mapped)
+    result.CopyInformation(source)
+    sitk.WriteImage(result, str(out / labels_dir / f"{case}.nii.gz"), useCompression=True)
+
+
+def _write_dataset_json(out: Path, channels: Dict[str, str], labels: dict, num_training: int, **extra) -> None:
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    generate_dataset_json(str(out), channels, labels, num_training, ".nii.gz", **extra)
+
+
+# ------------------------------------------------------------------------------------------------------------- ACDC
+ACDC_LABELS = {"background": 0, "RV": 1, "MLV": 2, "LVC": 3}
+
+
+def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int = 27) -> Path:
+    """ACDC challenge layout (patientNNN/patientNNN_frameYY.nii.gz + _gt) → DatasetXXX_ACDC, one case per labelled
+    frame (ED and ES). Replaces nnunetv2 2.8.1's Dataset027_ACDC.convert_acdc, which fails on the nnUNet_raw path
+    object and requires a testing/ folder."""
+    src = Path(training_folder)
+    check_target(raw_root, f"Dataset{dataset_id:03d}_ACDC")
+    patients = sorted(p for p in src.glob("patient*") if p.is_dir()) if src.is_dir() else []
+    if not patients:
+        raise ConversionError(f"no patientNNN folders in {src}; pass the ACDC 'training' folder")
+    pairs: List[Tuple[str, Path, Path]] = []
+    for patient in patients:
+        labels = sorted(patient.glob(f"{patient.name}_frame*_gt.nii.gz"))
+        if not labels:
+            raise ConversionError(f"case {patient.name}: no *_gt.nii.gz label in {patient}")
+        for label in labels:
+            case = label.name.replace("_gt.nii.gz", "")
+            image = patient / f"{case}.nii.gz"
+            _check_pair(case, [image], label, ACDC_LABELS.values())
+            pairs.append((case, image, label))
+    with staged_dataset(raw_root, f"Dataset{dataset_id:03d}_ACDC") as out:
+        for case, image, label in pairs:
+            _copy_case([image], label, out, case, "imagesTr", "labelsTr")
+        _write_dataset_json(out, {0: "cineMRI"}, ACDC_LABELS, len(pairs), dataset_name=f"Dataset{dataset_id:03d}_ACDC",
+                            license="ACDC: research use, cite Bernard et al., IEEE TMI 2018")
+    return Path(raw_root) / f"Dataset{dataset_id:03d}_ACDC"
+
+
+# -------------------------------------------------------------------------------------------------------------- MSD
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def convert_msd(task_folder: PathLike, raw_root: PathLike, dataset_id: Optional[int] = None,
+                num_processes: int = 1) -> Path:
+    """Any Medical Segmentation Decathlon task (TaskXX_Name with dataset.json, imagesTr, labelsTr) through nnunetv2's
+    convert_msd_dataset, after checking every training case; dataset id defaults to the task number."""
+    src = Path(task_folder)
+    meta_file = src / "dataset.json"
+    if not meta_file.is_file():
+        raise ConversionError(f"{src} is not an MSD task folder (no dataset.json)")
+    missing = [d for d in ("imagesTr", "labelsTr", "imagesTs") if not (src / d).is_dir()]
+    if missing:
+        raise ConversionError(f"{src} is not an MSD task folder: missing {missing}")
+    meta = json.loads(meta_file.read_text())
+    if not src.name.startswith("Task") or not src.name[4:6].isdigit():
+        raise ConversionError(f"MSD task folders are named TaskXX_Name, got {src.name}")
+    dataset_id = int(src.name[4:6]) if dataset_id is None else dataset_id
+    name = f"Dataset{dataset_id:03d}_{src.name.split('_', 1)[1]}"
+    check_target(raw_root, name)
+    allowed = [int(k) for k in meta["labels"]]
+    for entry in meta["training"]:
+        image, label = src / entry["image"], src / entry["label"]
+        case = label.name.replace(".nii.gz", "")
+        if not image.is_file():
+            raise ConversionError(f"case {case}: missing file {image}")
+        multi_modal = sitk.ReadImage(str(image)).GetDimension() == 4  # 4D: nnunetv2 splits the channels
+        _check_pair(case, [] if multi_modal else [image], label, allowed)
+    from nnunetv2.dataset_conversion.convert_MSD_dataset import convert_msd_dataset
+
+    with staged_dataset(raw_root, name) as out:
+        scratch = out / "_nnunet"
+        scratch.mkdir()
+        # nnunetv2 writes below nnUNet_raw and checks ids against all three folders: point them at scratch space
+        with _environment(nnUNet_raw=str(scratch), nnUNet_preprocessed=str(scratch / "p"),
+                          nnUNet_results=str(scratch / "r")):
+            convert_msd_dataset(str(src), dataset_id, num_processes)
+        for item in (scratch / name).iterdir():
+            item.rename(out / item.name)
+        shutil.rmtree(scratch)
+    return Path(raw_root) / name
+
+
+# ------------------------------------------------------------------------------------------------- BraTS 2015 subset
+BRATS_REGIONS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+# BraTS 2013/2015 labels: 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing → nnU-Net's BraTS convention
+# (Dataset137): 1 edema, 2 necrosis / non-enhancing, 3 enhancing; regions as BRATS_REGIONS
+BRATS2015_LABEL_MAP = {0: 0, 2: 1, 1: 2, 3: 2, 4: 3}
+
+
+def convert_brats2015(folder: PathLike, raw_root: PathLike, dataset_id: int = 138) -> Path:
+    """BraTS 2013/2015 cases in DeepMedic layout (one folder per case: Flair_subtrMeanDivStd.nii.gz,
+    T1c_subtrMeanDivStd.nii.gz, OTMultiClass.nii.gz) → DatasetXXX_BraTS2015 with channels FLAIR, T1c and region-based
+    labels (whole tumour, tumour core, enhancing tumour)."""
+    src = Path(folder)
+    name = f"Dataset{dataset_id:03d}_BraTS2015"
+    check_target(raw_root, name)
+    cases = sorted(p for p in src.iterdir() if p.is_dir() and (p / "OTMultiClass.nii.gz").exists()) \
+        if src.is_dir() else []
+    if not cases:
+        raise ConversionError(f"no case folders with OTMultiClass.nii.gz in {src}")
+    channels = ["Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz"]
+    for case in cases:
+        _check_pair(case.name, [case / c for c in channels], case / "OTMultiClass.nii.gz", BRATS2015_LABEL_MAP)
+    with staged_dataset(raw_root, name) as out:
+        for case in cases:
+            _copy_case([case / c for c in channels], case / "OTMultiClass.nii.gz", out, case.name, "imagesTr",
+                       "labelsTr", BRATS2015_LABEL_MAP)
+        _write_dataset_json(out, {0: "FLAIR", 1: "T1c"}, BRATS_REGIONS, len(cases), regions_class_order=(1, 2, 3),
+                            dataset_name=name, license="CC BY-NC-SA 3.0; cite Menze et al., IEEE TMI 2015")
+    return Path(raw_root) / name
