@@ -1,4 +1,4 @@
-"""``nnunet-fuse``: plans variants, environment, demo. Follows nnU-Net's CLI conventions (-d, -c, -device)."""
+"""``nnunet-fuse``: plan, env, demo, profile, convert. Follows nnU-Net's CLI conventions (-d, -c, -device)."""
 from __future__ import annotations
 
 import argparse
@@ -12,11 +12,18 @@ from nnunet_fuse.planning import PlanningError, available_methods, write_plans_v
 from nnunet_fuse.resources import ext_trainer_value
 
 
+def _nnunet_folder(variable: str) -> Optional[str]:
+    """The value of an nnU-Net path variable, or None after printing how to set it."""
+    value = os.environ.get(variable)
+    if not value:
+        print(f"error: {variable} is not set; export it as for nnU-Net "
+              f"(see nnU-Net's documentation/setting_up_paths.md)", file=sys.stderr)
+    return value
+
+
 def _plan(args: argparse.Namespace) -> int:
-    preprocessed = os.environ.get("nnUNet_preprocessed")
+    preprocessed = _nnunet_folder("nnUNet_preprocessed")
     if not preprocessed:
-        print("error: nnUNet_preprocessed is not set; export it as for nnU-Net "
-              "(see nnU-Net's documentation/setting_up_paths.md)", file=sys.stderr)
         return 2
     try:
         result = write_plans_variant(preprocessed, args.d, args.method, args.base_plans, args.c, args.plans_name,
@@ -58,6 +65,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    import datetime
     import json
 
     import torch
@@ -103,7 +111,7 @@ def _profile(args: argparse.Namespace) -> int:
             "patch_size": args.patch_size or cfg.get("patch_size"), "batch_size": args.batch or cfg.get("batch_size"),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
             "torch": torch.__version__, "warmup": args.warmup, "repeats": args.repeats,
-            "date": __import__("datetime").date.today().isoformat()}
+            "date": datetime.date.today().isoformat()}
     print("\n" + format_table(table_rows(rows)))
     stem = Path(args.o) / f"{meta['dataset']}_{args.c}_{device.type}"
     for path in write_outputs(rows, meta, stem, args.plot):
@@ -114,9 +122,8 @@ def _profile(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from nnunet_fuse.datasets import converters
 
-    raw = os.environ.get("nnUNet_raw")
+    raw = _nnunet_folder("nnUNet_raw")
     if not raw:
-        print("error: nnUNet_raw is not set; export it as for nnU-Net", file=sys.stderr)
         return 2
     convert = {"acdc": converters.convert_acdc, "msd": converters.convert_msd,
                "brats2015": converters.convert_brats2015}[args.dataset]
