@@ -79,9 +79,11 @@ def _profile(args: argparse.Namespace) -> int:
             plans_files = [Path(p) for p in args.plans_file]
             dataset_json_file = Path(args.dataset_json) if args.dataset_json else plans_files[0].parent / "dataset.json"
         else:
-            preprocessed = os.environ.get("nnUNet_preprocessed")
-            if not args.d or not preprocessed:
-                print("error: give -d with nnUNet_preprocessed set, or --plans-file PLANS.json", file=sys.stderr)
+            if not args.d:
+                print("error: give -d (with nnUNet_preprocessed set) or --plans-file PLANS.json", file=sys.stderr)
+                return 2
+            preprocessed = _nnunet_folder("nnUNet_preprocessed")
+            if not preprocessed:
                 return 2
             folder = find_dataset_folder(preprocessed, args.d)
             names = args.p or ["nnUNetPlans", *sorted(p.stem for p in folder.glob("nnUNetResEnc*Plans.json"))]

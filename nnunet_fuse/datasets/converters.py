@@ -71,16 +71,15 @@ def staged_dataset(raw_root: PathLike, dataset_name: str) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _copy_case(images: Sequence[Path], label: Optional[Path], out: Path, case: str, images_dir: str,
-               labels_dir: str, label_map: Optional[Dict[int, int]] = None) -> None:
-    (out / images_dir).mkdir(exist_ok=True)
-    (out / labels_dir).mkdir(exist_ok=True)
+def _copy_case(images: Sequence[Path], label: Path, out: Path, case: str,
+               label_map: Optional[Dict[int, int]] = None) -> None:
+    """Copy a training case into out/imagesTr (one file per channel) and out/labelsTr, remapping label values."""
+    (out / "imagesTr").mkdir(exist_ok=True)
+    (out / "labelsTr").mkdir(exist_ok=True)
     for channel, image in enumerate(images):
-        shutil.copy(image, out / images_dir / f"{case}_{channel:04d}.nii.gz")
-    if label is None:
-        return
+        shutil.copy(image, out / "imagesTr" / f"{case}_{channel:04d}.nii.gz")
     if label_map is None:
-        shutil.copy(label, out / labels_dir / f"{case}.nii.gz")
+        shutil.copy(label, out / "labelsTr" / f"{case}.nii.gz")
         return
     source = sitk.ReadImage(str(label))
     array = sitk.GetArrayFromImage(source).astype(np.int64)
@@ -89,7 +88,7 @@ def _copy_case(images: Sequence[Path], label: Optional[Path], out: Path, case: s
         mapped[array == old] = new
     result = sitk.GetImageFromArray(mapped)
     result.CopyInformation(source)
-    sitk.WriteImage(result, str(out / labels_dir / f"{case}.nii.gz"), useCompression=True)
+    sitk.WriteImage(result, str(out / "labelsTr" / f"{case}.nii.gz"), useCompression=True)
 
 
 def _write_dataset_json(out: Path, channels: Dict[str, str], labels: dict, num_training: int, **extra) -> None:
@@ -107,7 +106,8 @@ def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int 
     frame (ED and ES). Replaces nnunetv2 2.8.1's Dataset027_ACDC.convert_acdc, which fails on the nnUNet_raw path
     object and requires a testing/ folder."""
     src = Path(training_folder)
-    check_target(raw_root, f"Dataset{dataset_id:03d}_ACDC")
+    name = f"Dataset{dataset_id:03d}_ACDC"
+    check_target(raw_root, name)
     patients = sorted(p for p in src.glob("patient*") if p.is_dir()) if src.is_dir() else []
     if not patients:
         raise ConversionError(f"no patientNNN folders in {src}; pass the ACDC 'training' folder")
@@ -121,12 +121,12 @@ def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int 
             image = patient / f"{case}.nii.gz"
             _check_pair(case, [image], label, ACDC_LABELS.values())
             pairs.append((case, image, label))
-    with staged_dataset(raw_root, f"Dataset{dataset_id:03d}_ACDC") as out:
+    with staged_dataset(raw_root, name) as out:
         for case, image, label in pairs:
-            _copy_case([image], label, out, case, "imagesTr", "labelsTr")
-        _write_dataset_json(out, {0: "cineMRI"}, ACDC_LABELS, len(pairs), dataset_name=f"Dataset{dataset_id:03d}_ACDC",
+            _copy_case([image], label, out, case)
+        _write_dataset_json(out, {0: "cineMRI"}, ACDC_LABELS, len(pairs), dataset_name=name,
                             license="ACDC: research use, cite Bernard et al., IEEE TMI 2018")
-    return Path(raw_root) / f"Dataset{dataset_id:03d}_ACDC"
+    return Path(raw_root) / name
 
 
 # -------------------------------------------------------------------------------------------------------------- MSD
@@ -167,7 +167,10 @@ def convert_msd(task_folder: PathLike, raw_root: PathLike, dataset_id: Optional[
         case = label.name.replace(".nii.gz", "")
         if not image.is_file():
             raise ConversionError(f"case {case}: missing file {image}")
-        multi_modal = sitk.ReadImage(str(image)).GetDimension() == 4  # 4D: nnunetv2 splits the channels
+        header = sitk.ImageFileReader()
+        header.SetFileName(str(image))
+        header.ReadImageInformation()  # header only: the pixels are read once, by _check_pair
+        multi_modal = header.GetDimension() == 4  # 4D: nnunetv2 splits the channels
         _check_pair(case, [] if multi_modal else [image], label, allowed)
     from nnunetv2.dataset_conversion.convert_MSD_dataset import convert_msd_dataset
 
@@ -207,8 +210,8 @@ def convert_brats2015(folder: PathLike, raw_root: PathLike, dataset_id: int = 13
         _check_pair(case.name, [case / c for c in channels], case / "OTMultiClass.nii.gz", BRATS2015_LABEL_MAP)
     with staged_dataset(raw_root, name) as out:
         for case in cases:
-            _copy_case([case / c for c in channels], case / "OTMultiClass.nii.gz", out, case.name, "imagesTr",
-                       "labelsTr", BRATS2015_LABEL_MAP)
+            _copy_case([case / c for c in channels], case / "OTMultiClass.nii.gz", out, case.name,
+                       BRATS2015_LABEL_MAP)
         _write_dataset_json(out, {0: "FLAIR", 1: "T1c"}, BRATS_REGIONS, len(cases), regions_class_order=(1, 2, 3),
                             dataset_name=name, license="CC BY-NC-SA 3.0; cite Menze et al., IEEE TMI 2015")
     return Path(raw_root) / name
