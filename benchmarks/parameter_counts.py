@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from nnunet_fuse.architectures import parameter_counts
-from nnunet_fuse.demo import format_table
+from nnunet_fuse.reporting import format_table
 from nnunet_fuse.planning import load_overlay, make_plans_variant, network_from_plans
 
 

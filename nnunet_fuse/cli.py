@@ -1,4 +1,4 @@
-"""``nnunet-fuse``: plan, env, demo, profile, convert. Follows nnU-Net's CLI conventions (-d, -c, -device)."""
+"""``nnunet-fuse``: plan, env, demo, profile, convert, reproduce. nnU-Net's CLI conventions (-d, -c, -device)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from nnunet_fuse.budgets import BUDGETS
 from nnunet_fuse.planning import PlanningError, available_methods, write_plans_variant
 from nnunet_fuse.resources import ext_trainer_value
 
@@ -39,6 +40,23 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    import torch
+
+    from nnunet_fuse.commands import StepFailed, nnunet_environment
+    from nnunet_fuse.reproduce import ReproduceError, parse_methods, reproduce
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        methods = parse_methods(args.methods)
+        reproduce(args.d, args.c, methods, args.folds, args.budget, device,
+                  nnunet_environment(light=device != "cuda"), Path(args.o) if args.o else None, args.np)
+    except (ReproduceError, PlanningError, StepFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if not isinstance(e, StepFailed) else 1
+    return 0
+
+
 def env_line(current: Optional[str] = None) -> str:
     """The shell line that puts our trainers folder first in nnUNet_extTrainer, keeping other entries."""
     return f"export nnUNet_extTrainer={shlex.quote(ext_trainer_value(current))}"
@@ -52,7 +70,8 @@ def _env(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import torch
 
-    from nnunet_fuse.demo import StepFailed, run_demo
+    from nnunet_fuse.commands import StepFailed
+    from nnunet_fuse.demo import run_demo
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -70,7 +89,7 @@ def _profile(args: argparse.Namespace) -> int:
 
     import torch
 
-    from nnunet_fuse.demo import format_table
+    from nnunet_fuse.reporting import format_table
     from nnunet_fuse.planning import find_dataset_folder
     from nnunet_fuse.profiling import profile_plans, table_rows, write_outputs
 
@@ -104,7 +123,7 @@ def _profile(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         rows = profile_plans(plans, dataset_json, args.c, device, args.batch, args.patch_size, args.warmup,
-                             args.repeats, inference=not args.no_inference)
+                             args.repeats, inference=not args.no_inference, compile=args.compile)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -112,10 +131,10 @@ def _profile(args: argparse.Namespace) -> int:
     meta = {"dataset": plans[0]["dataset_name"], "configuration": args.c,
             "patch_size": args.patch_size or cfg.get("patch_size"), "batch_size": args.batch or cfg.get("batch_size"),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
-            "torch": torch.__version__, "warmup": args.warmup, "repeats": args.repeats,
+            "torch": torch.__version__, "warmup": args.warmup, "repeats": args.repeats, "compile": args.compile,
             "date": datetime.date.today().isoformat()}
     print("\n" + format_table(table_rows(rows)))
-    stem = Path(args.o) / f"{meta['dataset']}_{args.c}_{device.type}"
+    stem = Path(args.o) / f"{meta['dataset']}_{args.c}_{device.type}{'_compiled' if args.compile else ''}"
     for path in write_outputs(rows, meta, stem, args.plot):
         print(f"wrote {path}")
     return 0
@@ -171,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--patch-size", type=int, nargs="+", default=None, help="override the plan's patch size")
     prof.add_argument("--warmup", type=int, default=1)
     prof.add_argument("--repeats", type=int, default=3, help="timed training steps (median reported)")
+    prof.add_argument("--compile", action="store_true", help="train through torch.compile (FLOPs, inference eager)")
     prof.add_argument("--no-inference", action="store_true", help="skip the sliding-window inference timing")
     prof.add_argument("--plot", action="store_true", help="also write a PNG bar chart")
     prof.add_argument("-o", default="nnunet_fuse_profile", help="output folder for .json/.csv/.md/.png")
@@ -184,6 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("-d", type=int, default=None,
                       help="dataset id (defaults: acdc 27, msd the task number, brats2015 138)")
     conv.set_defaults(func=_convert)
+
+    rep = sub.add_parser("reproduce", help="train methods side by side with the same budget and compare their Dice")
+    rep.add_argument("-d", type=int, required=True, help="dataset ID (raw data in nnUNet_raw)")
+    rep.add_argument("-c", required=True, help="configuration, e.g. 2d or 3d_fullres")
+    rep.add_argument("--methods", default="nnunet,fuseunet", help="comma-separated (default nnunet,fuseunet)")
+    rep.add_argument("--folds", type=int, nargs="+", default=[0], help="folds to train (default 0)")
+    rep.add_argument("--budget", choices=list(BUDGETS), default="small",
+                     help="; ".join(f"{k}: {e} epochs × {i} iterations" for k, (e, i, _) in BUDGETS.items()))
+    rep.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
+    rep.add_argument("-np", type=int, default=None, help="preprocessing processes (default nnUNet_def_n_proc or 8)")
+    rep.add_argument("-o", default=None,
+                     help="report folder (default nnUNet_results/DatasetXXX/nnunet_fuse_reproduce_CONFIG_BUDGET)")
+    rep.set_defaults(func=_reproduce)
 
     demo = sub.add_parser("demo", help="synthetic data -> plan -> train -> predict -> Dice table + PNG")
     demo.add_argument("--workdir", default="nnunet_fuse_demo", help="output folder (default ./nnunet_fuse_demo)")

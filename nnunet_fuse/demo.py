@@ -6,77 +6,18 @@ nnU-Net's evaluator → table (terminal + Markdown + JSON) and one PNG overlay.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
+from nnunet_fuse.commands import nnunet_command, nnunet_environment, run_step
 from nnunet_fuse.datasets.synthetic import LABELS, make_synthetic_dataset
-from nnunet_fuse.architectures import parameter_counts
-from nnunet_fuse.planning import network_from_plans, write_plans_variant
-from nnunet_fuse.resources import ext_trainer_value
+from nnunet_fuse.planning import count_parameters, write_plans_variant
+from nnunet_fuse.reporting import format_table
 
 DEMO_MARKER = ".nnunet_fuse_demo"
-
-
-class StepFailed(RuntimeError):
-    """A pipeline command exited non-zero."""
-
-
-def nnunet_command(name: str) -> str:
-    """Path of an nnU-Net console script, preferring the one beside this Python (works without an activated venv)."""
-    beside = Path(sys.executable).parent / name
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"{name} not found; install nnunetv2 in this environment (pip install nnunetv2)")
-    return found
-
-
-def nnunet_environment(workdir: Path, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """Environment for nnU-Net commands with raw/preprocessed/results below workdir and our trainers visible."""
-    env = dict(os.environ if base is None else base)
-    for folder in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        env[folder] = str(workdir / folder)
-        (workdir / folder).mkdir(parents=True, exist_ok=True)
-    env.setdefault("nnUNet_def_n_proc", "1")  # small data: extra worker processes cost more than they save
-    env.setdefault("nnUNet_n_proc_DA", "1")
-    env.setdefault("nnUNet_compile", "false")  # a short schedule trains for less time than torch.compile takes
-    env["nnUNet_extTrainer"] = ext_trainer_value(env.get("nnUNet_extTrainer"))
-    return env
-
-
-def run_step(title: str, command: Sequence[str], env: Dict[str, str], log_file: Path) -> float:
-    """Run one command, streaming its output to the terminal and to log_file; return seconds taken."""
-    print(f"\n=== {title}\n$ {' '.join(command)}", flush=True)
-    start = time.perf_counter()
-    with open(log_file, "a") as log:
-        log.write(f"\n=== {title}\n$ {' '.join(command)}\n")
-        process = subprocess.Popen(list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1)
-        assert process.stdout is not None
-        for line in process.stdout:
-            sys.stdout.write(line)
-            log.write(line)
-        code = process.wait()
-    seconds = time.perf_counter() - start
-    if code != 0:
-        raise StepFailed(f"step '{title}' failed with exit code {code}; see the output above and {log_file}")
-    print(f"--- {title}: {seconds:.0f} s", flush=True)
-    return seconds
-
-
-def count_parameters(plans_file: Path, dataset_json_file: Path, configuration: str) -> Dict[str, int]:
-    """Parameters of the network a plans configuration builds (as the trainer builds it, deep supervision off)."""
-    network, _ = network_from_plans(json.loads(plans_file.read_text()), json.loads(dataset_json_file.read_text()),
-                                    configuration)
-    return parameter_counts(network)
 
 
 def evaluate(reference_folder: Path, prediction_folder: Path, labels: Sequence[int]) -> dict:
@@ -114,14 +55,6 @@ def save_overlay_png(image_file: Path, label_file: Path, prediction_file: Path, 
     fig.tight_layout()
     fig.savefig(png_file, dpi=100)
     plt.close(fig)
-
-
-def format_table(rows: List[List[str]]) -> str:
-    """A Markdown table (also readable on a terminal); rows[0] is the header."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
 
 
 def prepare_workdir(workdir: Path, overwrite: bool) -> None:

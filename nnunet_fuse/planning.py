@@ -175,3 +175,12 @@ def network_from_plans(plans: dict, dataset_json: dict, configuration: str, deep
                                      plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
                                      allow_init=False, deep_supervision=deep_supervision)
     return network, cm
+
+
+def count_parameters(plans_file: Path, dataset_json_file: Path, configuration: str) -> Dict[str, int]:
+    """Parameters of the network a plans configuration builds (as the trainer builds it, deep supervision off)."""
+    from nnunet_fuse.architectures import parameter_counts
+
+    network, _ = network_from_plans(json.loads(plans_file.read_text()), json.loads(dataset_json_file.read_text()),
+                                    configuration)
+    return parameter_counts(network)

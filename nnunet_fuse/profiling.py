@@ -15,6 +15,8 @@ What is measured:
   from the allocation events of torch's profiler, exact for tensors);
 - sliding-window inference of one random case of the plan's median shape through nnU-Net's nnUNetPredictor
   (step 0.5, Gaussian weighting, no mirroring).
+With ``compile`` the training step runs through ``torch.compile`` (as nnU-Net trains on CUDA with nnUNet_compile);
+FLOPs and inference are measured on the eager network.
 """
 from __future__ import annotations
 
@@ -233,7 +235,7 @@ def candidates(base_plans: Sequence[dict], configuration: str) -> List[tuple]:
 
 def profile_plans(base_plans: Sequence[dict], dataset_json: dict, configuration: str, device: torch.device,
                   batch_size: Optional[int] = None, patch_size: Optional[Sequence[int]] = None,
-                  warmup: int = 1, repeats: int = 3, inference: bool = True,
+                  warmup: int = 1, repeats: int = 3, inference: bool = True, compile: bool = False,
                   log: Callable[[str], None] = print) -> List[ProfileRow]:
     """Measure every candidate of every base plans for one configuration; ratios against the first network of each
     base plans (nnU-Net's) and against that plans' encoder alone."""
@@ -254,10 +256,12 @@ def profile_plans(base_plans: Sequence[dict], dataset_json: dict, configuration:
         batch_n = batch_size or cm.batch_size
         batch = torch.randn(batch_n, input_channels(dataset_json), *cm.patch_size, device=device)
         target, regions = random_target(plans, dataset_json, batch_n, cm.patch_size, device)
-        log(f"profiling {name}: patch {cm.patch_size}, batch {batch_n}, {device.type}")
+        log(f"profiling {name}: patch {cm.patch_size}, batch {batch_n}, {device.type}"
+            f"{', torch.compile' if compile else ''}")
         network.train()
-        step = TrainingStep(network, make_loss(network, deep_supervision, cm.batch_dice, regions), batch, target)
-        seconds = median_seconds(step, warmup, repeats)
+        step = TrainingStep(torch.compile(network) if compile else network,
+                            make_loss(network, deep_supervision, cm.batch_dice, regions), batch, target)
+        seconds = median_seconds(step, max(warmup, 2) if compile else warmup, repeats)
         peak = resident_bytes(step.resident_tensors()) + peak_step_memory_bytes(step, device)
         gflops = forward_gflops(network, batch)
         infer = None
@@ -326,7 +330,7 @@ def table_rows(rows: Sequence[ProfileRow]) -> List[List[str]]:
 
 def write_outputs(rows: Sequence[ProfileRow], meta: dict, stem: Path, plot: bool) -> List[Path]:
     """stem.json (rows + meta), stem.csv, and with plot stem.png; returns the paths written."""
-    from nnunet_fuse.demo import format_table
+    from nnunet_fuse.reporting import format_table
 
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".json"), stem.with_suffix(".csv"), stem.with_suffix(".md")]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nnunet_fuse.datasets.synthetic import make_synthetic_dataset
-from nnunet_fuse.demo import nnunet_command, nnunet_environment
+from nnunet_fuse.commands import nnunet_command, nnunet_environment
 
 TINY_ID = 991
 

@@ -162,13 +162,16 @@ def test_clear_errors_for_bad_configurations():
 
 
 def _saved_elements(module, inputs):
-    """Elements of the distinct feature maps autograd saves during module(inputs), excluding inputs and weights."""
+    """Elements of the distinct feature maps autograd saves during module(inputs), excluding inputs, weights and
+    constants (the interpolation matrices, which need no gradient); a storage saved through several views counts
+    once."""
     excluded = {t.untyped_storage().data_ptr() for t in [*inputs, *module.parameters()]}
     saved = {}
 
     def pack(t):
-        if t.untyped_storage().data_ptr() not in excluded:
-            saved[(t.untyped_storage().data_ptr(), tuple(t.shape))] = t.numel()
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in excluded and t.requires_grad:
+            saved[storage.data_ptr()] = storage.nbytes() // t.element_size()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -64,8 +64,8 @@ def test_profile_cli_on_a_planned_dataset(planned_dataset, tmp_path):
 def test_profile_plans_file_with_region_labels(tmp_path):
     """BraTS-like plans (4 channels, 3 regions → Dice+BCE) without any dataset, at a CPU-sized patch."""
     plans = REPO / "benchmarks" / "plans" / "Dataset137_BraTSlike" / "nnUNetPlans.json"
-    result = run(f"{BIN / 'nnunet-fuse'} profile --plans-file {plans} -c 3d_fullres "
-                 f"--patch-size 64 64 64 --batch 1 --warmup 0 --repeats 1 --no-inference -o {tmp_path}", None)
+    run(f"{BIN / 'nnunet-fuse'} profile --plans-file {plans} -c 3d_fullres "
+        f"--patch-size 64 64 64 --batch 1 --warmup 0 --repeats 1 --no-inference -o {tmp_path}", None)
     rows = json.loads((tmp_path / "Dataset137_BraTSlike_3d_fullres_cpu.json").read_text())["rows"]
     check_group(rows)
 

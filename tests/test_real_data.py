@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run
-from nnunet_fuse.demo import evaluate, nnunet_command, nnunet_environment
+from nnunet_fuse.commands import nnunet_command, nnunet_environment
+from nnunet_fuse.demo import evaluate
 
 HIPPOCAMPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "Task04_Hippocampus"
 DATASET_ID = 904

@@ -17,8 +17,7 @@ from dynamic_network_architectures.building_blocks.helper import convert_conv_op
 from torch import nn
 
 from nnunet_fuse.ode.multistep import MAX_ORDER, multistep_solve
-
-_INTERPOLATION_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
+from nnunet_fuse.ode.resample import area_downsample, linear_upsample
 
 
 def default_state_channels(num_classes: int) -> int:
@@ -98,7 +97,7 @@ class FuseUNetDecoder(nn.Module):
         """g_s = upsample(Conv1x1(skip)): (B, C_s, *size_s) → (B, C_y, *size); 1×1 conv at the skip's resolution."""
         g = self.projections[stage](skip)
         if list(g.shape[2:]) != list(size):
-            g = F.interpolate(g, size=list(size), mode=_INTERPOLATION_MODE[self.dim], align_corners=False)
+            g = linear_upsample(g, size)
         return g
 
     def forward(self, skips: Sequence[torch.Tensor]) -> Union[torch.Tensor, List[torch.Tensor]]:
@@ -116,7 +115,7 @@ class FuseUNetDecoder(nn.Module):
             state = states[self.n_stages - 1 - s]
             target = list(skips[s].shape[2:])
             if list(state.shape[2:]) != target:
-                state = F.interpolate(state, size=target, mode="area")
+                state = area_downsample(state, target)
             outputs.append(self.head(state))
         return outputs
 

@@ -9,6 +9,16 @@ from nnunet_fuse.training.fuseunet import (
     nnUNetTrainerFuseUNet_2x4,
     nnUNetTrainerFuseUNetDS_2x4,
 )
+from nnunet_fuse.training.budget import (
+    nnUNetTrainer_smoke,
+    nnUNetTrainer_small,
+    nnUNetTrainer_medium,
+    nnUNetTrainer_paper,
+    nnUNetTrainerFuseUNet_smoke,
+    nnUNetTrainerFuseUNet_small,
+    nnUNetTrainerFuseUNet_medium,
+    nnUNetTrainerFuseUNet_paper,
+)
 
 __all__ = [
     "nnUNetTrainerFuseUNet",
@@ -18,4 +28,12 @@ __all__ = [
     "nnUNetTrainerFuseUNet_4x25",
     "nnUNetTrainerFuseUNet_2x4",
     "nnUNetTrainerFuseUNetDS_2x4",
+    "nnUNetTrainer_smoke",
+    "nnUNetTrainer_small",
+    "nnUNetTrainer_medium",
+    "nnUNetTrainer_paper",
+    "nnUNetTrainerFuseUNet_smoke",
+    "nnUNetTrainerFuseUNet_small",
+    "nnUNetTrainerFuseUNet_medium",
+    "nnUNetTrainerFuseUNet_paper",
 ]

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Profiles of the three reference plans on a CUDA GPU at the plans' own batch and patch (AMP, as nnU-Net trains).
+# usage: bash benchmarks/profile_gpu.sh OUTDIR [--compile]
+set -euo pipefail
+out=${1:?usage: profile_gpu.sh OUTDIR [--compile]}; shift
+plans=benchmarks/plans
+nf() { python3 -m nnunet_fuse.cli "$@"; }
+nf profile --plans-file $plans/Dataset027_ACDC/nnUNetPlans.json -c 2d -device cuda --warmup 3 --repeats 10 --plot -o "$out" "$@"
+nf profile --plans-file $plans/Dataset137_BraTSlike/nnUNetPlans.json -c 3d_fullres -device cuda --warmup 3 --repeats 10 --plot -o "$out" "$@"
+nf profile --plans-file $plans/Dataset220_KiTSlike/nnUNetPlans.json -c 3d_fullres -device cuda --warmup 3 --repeats 10 --plot --no-inference -o "$out" "$@"

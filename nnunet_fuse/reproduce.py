@@ -1,0 +1,276 @@
+"""``nnunet-fuse reproduce``: methods trained side by side on one dataset with the same budget.
+
+plan + preprocess once (nnU-Net's command, skipped when done) → each method's plans variant → ``nnUNetv2_train`` of
+each method and fold with the budget's trainer (nnunet_fuse.training.budget) → nnU-Net's own final validation
+(prediction of the fold's validation cases + its evaluator) → one table (Markdown, JSON, PNG).
+
+Resumes: a fold whose training and validation finished is never run again; a finished training without its
+validation gets ``--val``; an interrupted one continues from its latest checkpoint (``--c``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from nnunet_fuse.commands import nnunet_command, run_step
+from nnunet_fuse.planning import count_parameters, find_dataset_folder, write_plans_variant
+from nnunet_fuse.reporting import format_table
+from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
+
+
+class ReproduceError(RuntimeError):
+    """Input that reproduce cannot work with; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str
+    overlay: Optional[str]  # plans overlay for `nnunet-fuse plan --method`, None: nnU-Net's own plans
+    trainer_prefix: str     # the trainer is f"{trainer_prefix}_{budget}"
+
+
+METHODS: Dict[str, Method] = {
+    "nnunet": Method("nnU-Net default", None, "nnUNetTrainer"),
+    "fuseunet": Method("FuseUNet", "fuseunet", "nnUNetTrainerFuseUNet"),
+}
+NOT_YET = {"fuse4seg": "Fuse4Seg (issue 3)", "hifuse": "HiFuse (issue 4)"}
+
+# nnU-Net (original) in "nnU-Net Revisited" (MICCAI 2024), 5-fold cross-validation mean Dice (%), 1000 epochs
+PUBLISHED = [(re.compile(r"ACDC", re.I), "ACDC", 91.54), (re.compile(r"KiTS(20)?23", re.I), "KiTS23", 86.04),
+             (re.compile(r"BraTS(20)?21", re.I), "BraTS21", 91.24)]
+
+
+def parse_methods(text: str) -> List[str]:
+    """'nnunet,fuseunet' → ['nnunet', 'fuseunet'], with a clear error for unknown or not yet available methods."""
+    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
+    if not methods:
+        raise ReproduceError("--methods is empty; e.g. --methods nnunet,fuseunet")
+    for m in methods:
+        if m in NOT_YET:
+            raise ReproduceError(f"method '{m}' ({NOT_YET[m]}) is not available yet; available: "
+                                 f"{', '.join(METHODS)}")
+        if m not in METHODS:
+            raise ReproduceError(f"unknown method '{m}'; available: {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise ReproduceError(f"--methods names a method twice: {text}")
+    return methods
+
+
+def nnunet_folders(env: Dict[str, str]) -> Dict[str, Path]:
+    missing = [v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not env.get(v)]
+    if missing:
+        raise ReproduceError(f"{', '.join(missing)} not set; export nnU-Net's path variables "
+                             f"(see nnU-Net's documentation/setting_up_paths.md)")
+    return {v: Path(env[v]) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+
+
+def raw_dataset_folder(raw_root: Path, dataset_id: int) -> Path:
+    matches = sorted(raw_root.glob(f"Dataset{dataset_id:03d}_*"))
+    if len(matches) != 1:
+        found = "nothing" if not matches else ", ".join(m.name for m in matches)
+        raise ReproduceError(f"expected one raw dataset Dataset{dataset_id:03d}_* in {raw_root}, found {found}; "
+                             f"convert it first (nnunet-fuse convert ...)")
+    return matches[0]
+
+
+def preprocessing_done(preprocessed: Path, dataset_name: str, configuration: str, n_cases: int) -> bool:
+    """nnUNetPlans.json exists and holds the configuration, and its data folder has every training case."""
+    plans_file = preprocessed / dataset_name / "nnUNetPlans.json"
+    if not plans_file.is_file():
+        return False
+    configurations = json.loads(plans_file.read_text())["configurations"]
+    if configuration not in configurations:
+        raise ReproduceError(f"configuration '{configuration}' is not in {plans_file}; nnU-Net planned "
+                             f"{', '.join(configurations)}")
+    identifier = configurations[configuration].get("data_identifier", f"nnUNetPlans_{configuration}")
+    data = preprocessed / dataset_name / identifier
+    return data.is_dir() and len(list(data.glob("*.pkl"))) >= n_cases
+
+
+def fold_state(fold_folder: Path) -> str:
+    """'finished' (final checkpoint + validation summary), 'validate' (final checkpoint only), 'continue'
+    (a latest checkpoint), or 'new'."""
+    final = (fold_folder / "checkpoint_final.pth").is_file()
+    if final and (fold_folder / "validation" / "summary.json").is_file():
+        return "finished"
+    if final:
+        return "validate"
+    return "continue" if (fold_folder / "checkpoint_latest.pth").is_file() else "new"
+
+
+def label_names(dataset_json: dict) -> Dict[object, str]:
+    """nnU-Net summary key (int label or tuple region) → name, foreground only."""
+    names = {}
+    for name, value in dataset_json["labels"].items():
+        key = tuple(value) if isinstance(value, (list, tuple)) else int(value)
+        if key != 0 and name != "background":
+            names[key] = name
+    return names
+
+
+def fold_result(fold_folder: Path, dataset_json: dict) -> dict:
+    """Dice per label/region, mean foreground Dice (nnU-Net's summary.json) and the training record."""
+    from nnunetv2.evaluation.evaluate_predictions import load_summary_json
+
+    summary = load_summary_json(str(fold_folder / "validation" / "summary.json"))
+    names = label_names(dataset_json)
+    dice = {names.get(k, str(k)): float(v["Dice"]) for k, v in summary["mean"].items()}
+    record_file = fold_folder / RECORD_FILE
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    return {"dice": dice, "mean_dice": float(summary["foreground_mean"]["Dice"]),
+            "n_validation_cases": len(summary["metric_per_case"]), "train_seconds": record.get("train_seconds"),
+            "peak_memory_mb": record.get("peak_memory_mb"), "peak_memory_kind": record.get("peak_memory_kind")}
+
+
+def published_reference(dataset_name: str) -> Optional[dict]:
+    for pattern, name, dice in PUBLISHED:
+        if pattern.search(dataset_name):
+            return {"dataset": name, "mean_dice": dice / 100,
+                    "source": "nnU-Net (original), nnU-Net Revisited (MICCAI 2024), 5-fold CV, 1000 epochs"}
+    return None
+
+
+def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds: Sequence[int], budget: str,
+              device: str, env: Dict[str, str], out_folder: Optional[Path] = None,
+              n_processes: Optional[int] = None) -> dict:
+    """Run (or resume) the comparison; returns the report dict also written as results.json in out_folder."""
+    if budget not in BUDGETS:
+        raise ReproduceError(f"unknown budget '{budget}'; one of {', '.join(BUDGETS)}")
+    folders = nnunet_folders(env)
+    raw = raw_dataset_folder(folders["nnUNet_raw"], dataset_id)
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    default_out = folders["nnUNet_results"] / raw.name / f"nnunet_fuse_reproduce_{configuration}_{budget}"
+    out_folder = Path(out_folder or default_out)
+    out_folder.mkdir(parents=True, exist_ok=True)
+    log = out_folder / "reproduce_log.txt"
+    n_processes = n_processes or int(env.get("nnUNet_def_n_proc", min(8, os.cpu_count() or 1)))
+
+    if preprocessing_done(folders["nnUNet_preprocessed"], raw.name, configuration, dataset_json["numTraining"]):
+        print(f"=== {raw.name} {configuration}: already planned and preprocessed", flush=True)
+    else:
+        run_step(f"planning and preprocessing {raw.name} ({configuration})",
+                 [nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration,
+                  "-np", str(n_processes), "--verify_dataset_integrity"], env, log)
+    preprocessed = find_dataset_folder(folders["nnUNet_preprocessed"], dataset_id)
+
+    epochs, iterations, _ = BUDGETS[budget]
+    rows = []
+    for i, key in enumerate(methods, 1):
+        method = METHODS[key]
+        plans_name = "nnUNetPlans"
+        if method.overlay:
+            variant = write_plans_variant(folders["nnUNet_preprocessed"], dataset_id, method.overlay,
+                                          configurations=[configuration])
+            plans_name = str(variant["plans_name"])
+        trainer = f"{method.trainer_prefix}_{budget}"
+        training_folder = folders["nnUNet_results"] / raw.name / f"{trainer}__{plans_name}__{configuration}"
+        per_fold = {}
+        for fold in folds:
+            fold_folder = training_folder / f"fold_{fold}"
+            state = fold_state(fold_folder)
+            title = f"[{i}/{len(methods)}] {method.label}, fold {fold}"
+            command = [nnunet_command("nnUNetv2_train"), str(dataset_id), configuration, str(fold), "-tr", trainer,
+                       "-p", plans_name, "-device", device]
+            if state == "finished":
+                print(f"\n=== {title}: finished earlier, not retrained ({fold_folder})", flush=True)
+            elif state == "validate":
+                run_step(f"{title}: validation of the finished training", command + ["--val"], env, log)
+            else:
+                what = "continuing from its latest checkpoint" if state == "continue" else "training"
+                run_step(f"{title}: {what} ({budget}: {epochs} epochs × {iterations} iterations)",
+                         command + (["--c"] if state == "continue" else []), env, log)
+            per_fold[fold] = fold_result(fold_folder, dataset_json)
+        params = count_parameters(preprocessed / f"{plans_name}.json", preprocessed / "dataset.json", configuration)
+        rows.append(summarise(key, method.label, trainer, plans_name, per_fold, params))
+
+    report = {"dataset": raw.name, "configuration": configuration, "budget": budget,
+              "schedule": {"epochs": epochs, "iterations_per_epoch": iterations}, "folds": list(folds),
+              "device": device, "date": time.strftime("%Y-%m-%d"), "methods": rows,
+              "published": published_reference(raw.name)}
+    write_report(report, out_folder)
+    return report
+
+
+def summarise(key: str, label: str, trainer: str, plans_name: str, per_fold: Dict[int, dict],
+              params: Dict[str, int]) -> dict:
+    """One table row: per-fold results averaged over folds."""
+    folds = list(per_fold.values())
+    names = list(folds[0]["dice"])
+
+    def mean(field: str) -> Optional[float]:
+        values = [f[field] for f in folds if f[field] is not None]
+        return float(np.mean(values)) if values else None
+
+    return {"method": key, "label": label, "trainer": trainer, "plans": plans_name,
+            "dice": {n: float(np.mean([f["dice"][n] for f in folds])) for n in names},
+            "mean_dice": mean("mean_dice"), "train_seconds": mean("train_seconds"),
+            "peak_memory_mb": mean("peak_memory_mb"), "peak_memory_kind": folds[0]["peak_memory_kind"],
+            "parameters": params, "per_fold": {str(k): v for k, v in per_fold.items()}}
+
+
+def report_table(report: dict) -> str:
+    rows = report["methods"]
+    names = list(rows[0]["dice"])
+    header = ["method", *[f"Dice {n}" for n in names], "mean Dice", "params M", "train min", "peak memory MB"]
+    table = [header]
+    for r in rows:
+        table.append([r["label"], *[f"{r['dice'][n]:.3f}" for n in names], f"{r['mean_dice']:.3f}",
+                      f"{r['parameters']['total'] / 1e6:.2f}",
+                      "—" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f}",
+                      "—" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"])
+    if report["published"]:
+        p = report["published"]
+        table.append([f"published: {p['source']}", *["—"] * len(names), f"{p['mean_dice']:.4f}", "—", "—", "—"])
+    return format_table(table)
+
+
+def write_report(report: dict, out_folder: Path) -> None:
+    """results.json, results.md (table + how it was made), results.png; printed on the terminal too."""
+    (out_folder / "results.json").write_text(json.dumps(report, indent=2))
+    kind = report["methods"][0]["peak_memory_kind"] or "not recorded"
+    text = (f"# {report['dataset']} {report['configuration']}, budget '{report['budget']}' "
+            f"({report['schedule']['epochs']} epochs × {report['schedule']['iterations_per_epoch']} iterations), "
+            f"folds {report['folds']}, {report['device']}, {report['date']}\n\n{report_table(report)}\n\n"
+            f"Dice: nnU-Net's evaluator on each fold's validation cases (nnUNetv2_train's final validation), mean "
+            f"over folds. Train: the training loop only. Peak memory: {kind}.\n")
+    (out_folder / "results.md").write_text(text)
+    plot_report(report, out_folder / "results.png")
+    print("\n" + text + f"\nwrote {out_folder / 'results.md'}, results.json, results.png", flush=True)
+
+
+def plot_report(report: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["methods"]
+    names = [*rows[0]["dice"], "mean"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), gridspec_kw={"width_ratios": [2.2, 1, 1]})
+    width = 0.8 / len(rows)
+    for j, r in enumerate(rows):
+        values = [*r["dice"].values(), r["mean_dice"]]
+        axes[0].bar(np.arange(len(names)) + j * width, values, width, label=r["label"])
+    if report["published"]:
+        axes[0].axhline(report["published"]["mean_dice"], color="gray", ls="--", lw=1,
+                        label="published nnU-Net mean (1000 epochs)")
+    axes[0].set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
+    axes[0].set_ylim(0, 1)
+    axes[0].set_title("validation Dice")
+    axes[0].legend(fontsize=8)
+    labels = [r["label"] for r in rows]
+    axes[1].bar(labels, [(r["train_seconds"] or 0) / 60 for r in rows], color="tab:gray")
+    axes[1].set_title("training time (min)")
+    axes[2].bar(labels, [r["parameters"]["total"] / 1e6 for r in rows], color="tab:gray")
+    axes[2].set_title("parameters (M)")
+    fig.suptitle(f"{report['dataset']} {report['configuration']}, budget {report['budget']}, folds {report['folds']}")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,88 @@
+"""Same-budget trainers for ``nnunet-fuse reproduce``: every method trains on one named schedule.
+
+``nnUNetTrainer_<budget>`` (nnU-Net's own network) and ``nnUNetTrainerFuseUNet_<budget>`` share the schedule
+BUDGETS[budget] = (epochs, iterations per epoch, validation iterations per epoch). Short budgets use nnU-Net's
+lr 1e-2 for both (FuseUNet at the paper's 1e-3 does not start learning in short schedules); ``paper`` is nnU-Net's
+1000 × 250 with each method's own lr (nnU-Net 1e-2, FuseUNet 1e-3).
+
+Each writes ``training_record.json`` beside its checkpoints when training ends: seconds spent in the training loop
+(this run; a resumed run counts from its restart), and peak memory (CUDA: max_memory_allocated; CPU: peak resident
+set size of the training process).
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
+from nnunet_fuse.training.fuseunet import nnUNetTrainerFuseUNet, nnUNetTrainerFuseUNet_lr1e2
+
+
+class BudgetRecordMixin:
+    """Sets the schedule of ``budget`` and records training time and peak memory (see the module docstring)."""
+
+    budget: str
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = BUDGETS[self.budget]
+
+    def on_train_start(self):
+        super().on_train_start()
+        self._start_epoch = self.current_epoch
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._train_start = time.perf_counter()
+
+    def on_train_end(self):
+        if self.local_rank == 0:
+            cuda = self.device.type == "cuda"
+            peak = (torch.cuda.max_memory_allocated(self.device) if cuda else
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+            record = {"trainer": type(self).__name__, "budget": self.budget, "schedule": BUDGETS[self.budget],
+                      "initial_lr": self.initial_lr, "device": str(self.device),
+                      "train_seconds": time.perf_counter() - self._train_start,
+                      "epochs_this_run": self.current_epoch - self._start_epoch,
+                      "peak_memory_mb": peak / 2 ** 20,
+                      "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS"}
+            (Path(self.output_folder) / RECORD_FILE).write_text(json.dumps(record, indent=2))
+        super().on_train_end()
+
+
+class nnUNetTrainer_smoke(BudgetRecordMixin, nnUNetTrainer):
+    budget = "smoke"
+
+
+class nnUNetTrainer_small(BudgetRecordMixin, nnUNetTrainer):
+    budget = "small"
+
+
+class nnUNetTrainer_medium(BudgetRecordMixin, nnUNetTrainer):
+    budget = "medium"
+
+
+class nnUNetTrainer_paper(BudgetRecordMixin, nnUNetTrainer):
+    budget = "paper"
+
+
+class nnUNetTrainerFuseUNet_smoke(BudgetRecordMixin, nnUNetTrainerFuseUNet_lr1e2):
+    budget = "smoke"
+
+
+class nnUNetTrainerFuseUNet_small(BudgetRecordMixin, nnUNetTrainerFuseUNet_lr1e2):
+    budget = "small"
+
+
+class nnUNetTrainerFuseUNet_medium(BudgetRecordMixin, nnUNetTrainerFuseUNet_lr1e2):
+    budget = "medium"
+
+
+class nnUNetTrainerFuseUNet_paper(BudgetRecordMixin, nnUNetTrainerFuseUNet):
+    budget = "paper"

@@ -1,0 +1,103 @@
+"""nnunet-fuse reproduce: same-budget trainings through nnU-Net's commands, a report, and resuming without retraining."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_ID, run
+from nnunet_fuse.reproduce import (ReproduceError, fold_state, label_names, nnunet_folders, parse_methods,
+                                   published_reference)
+
+BIN = Path(sys.executable).parent
+
+
+def test_parse_methods():
+    assert parse_methods("nnunet, FuseUNet") == ["nnunet", "fuseunet"]
+    with pytest.raises(ReproduceError, match="not available yet"):
+        parse_methods("nnunet,fuse4seg")
+    with pytest.raises(ReproduceError, match="unknown method 'unet'.*available: nnunet, fuseunet"):
+        parse_methods("unet")
+    with pytest.raises(ReproduceError, match="twice"):
+        parse_methods("nnunet,nnunet")
+
+
+def test_missing_path_variables_are_named():
+    with pytest.raises(ReproduceError, match="nnUNet_preprocessed, nnUNet_results not set"):
+        nnunet_folders({"nnUNet_raw": "/tmp"})
+
+
+def test_fold_state(tmp_path):
+    assert fold_state(tmp_path) == "new"
+    (tmp_path / "checkpoint_latest.pth").touch()
+    assert fold_state(tmp_path) == "continue"
+    (tmp_path / "checkpoint_final.pth").touch()
+    assert fold_state(tmp_path) == "validate"
+    (tmp_path / "validation").mkdir()
+    (tmp_path / "validation" / "summary.json").touch()
+    assert fold_state(tmp_path) == "finished"
+
+
+def test_label_names_and_published_reference():
+    assert label_names({"labels": {"background": 0, "RV": 1, "LV": 3}}) == {1: "RV", 3: "LV"}
+    assert label_names({"labels": {"background": 0, "whole": [1, 2, 3], "core": [2, 3]}}) == {
+        (1, 2, 3): "whole", (2, 3): "core"}
+    assert published_reference("Dataset027_ACDC")["mean_dice"] == pytest.approx(0.9154)
+    assert published_reference("Dataset220_KiTS2023")["mean_dice"] == pytest.approx(0.8604)
+    assert published_reference("Dataset004_Hippocampus") is None
+
+
+def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
+    workdir, env, raw = planned_dataset
+    out = tmp_path / "report"
+    command = [str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--budget", "smoke",
+               "-device", "cpu", "-o", str(out)]
+    first = run(command + ["--methods", "nnunet"], env)
+    assert "already planned and preprocessed" in first.stdout
+    results = workdir / "nnUNet_results" / raw.name
+    nnunet_fold = results / "nnUNetTrainer_smoke__nnUNetPlans__2d" / "fold_0"
+    checkpoint_time = (nnunet_fold / "checkpoint_final.pth").stat().st_mtime_ns
+    record = json.loads((nnunet_fold / "training_record.json").read_text())
+    assert record["schedule"] == [2, 4, 2] and record["train_seconds"] > 0 and record["peak_memory_mb"] > 100
+    report = json.loads((out / "results.json").read_text())
+    assert [m["method"] for m in report["methods"]] == ["nnunet"]
+
+    # the interrupted comparison is rerun with both methods: nnU-Net's finished training is not redone
+    second = run(command + ["--methods", "nnunet,fuseunet"], env)
+    assert "nnU-Net default, fold 0: finished earlier, not retrained" in second.stdout
+    assert "FuseUNet, fold 0: training (smoke: 2 epochs × 4 iterations)" in second.stdout
+    assert (nnunet_fold / "checkpoint_final.pth").stat().st_mtime_ns == checkpoint_time
+    report = json.loads((out / "results.json").read_text())
+    rows = {m["method"]: m for m in report["methods"]}
+    assert list(rows) == ["nnunet", "fuseunet"]
+    for row in rows.values():
+        assert set(row["dice"]) == {"sphere", "box", "rod"}
+        assert all(0 <= d <= 1 for d in row["dice"].values())
+        assert row["mean_dice"] == pytest.approx(sum(row["dice"].values()) / 3)
+        assert row["parameters"]["total"] == row["parameters"]["encoder"] + row["parameters"]["decoder"]
+        assert row["train_seconds"] > 0
+    assert rows["fuseunet"]["plans"] == "nnUNetFuseUNetPlans"
+    assert rows["fuseunet"]["parameters"]["total"] < rows["nnunet"]["parameters"]["total"]
+    table = (out / "results.md").read_text()
+    assert "| FuseUNet" in table and "| nnU-Net default" in table and "Dice sphere" in table
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a finished training whose validation is missing gets only nnU-Net's validation, not a new training
+    fuse_fold = results / "nnUNetTrainerFuseUNet_smoke__nnUNetFuseUNetPlans__2d" / "fold_0"
+    fuse_checkpoint_time = (fuse_fold / "checkpoint_final.pth").stat().st_mtime_ns
+    (fuse_fold / "validation" / "summary.json").unlink()
+    third = run(command + ["--methods", "fuseunet"], env)
+    assert "FuseUNet, fold 0: validation of the finished training" in third.stdout
+    assert (fuse_fold / "checkpoint_final.pth").stat().st_mtime_ns == fuse_checkpoint_time
+    assert (fuse_fold / "validation" / "summary.json").is_file()
+
+
+def test_reproduce_cli_errors(planned_dataset):
+    _, env, _ = planned_dataset
+    result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--methods", "hifuse"],
+                 env, check=False)
+    assert result.returncode == 2 and "not available yet" in result.stderr
+    result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", "555", "-c", "2d"], env, check=False)
+    assert result.returncode == 2 and "Dataset555_*" in result.stderr and "convert it first" in result.stderr
+    result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "3d_lowres"], env, check=False)
+    assert result.returncode == 2 and "configuration '3d_lowres'" in result.stderr
