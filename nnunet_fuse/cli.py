@@ -140,14 +140,17 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+CONVERTERS = {"acdc": "convert_acdc", "msd": "convert_msd", "kits23": "convert_kits23", "brats": "convert_brats",
+              "brats2021": "convert_brats2021", "brats2015": "convert_brats2015"}
+
+
 def _convert(args: argparse.Namespace) -> int:
     from nnunet_fuse.datasets import converters
 
     raw = _nnunet_folder("nnUNet_raw")
     if not raw:
         return 2
-    convert = {"acdc": converters.convert_acdc, "msd": converters.convert_msd,
-               "brats2015": converters.convert_brats2015}[args.dataset]
+    convert = getattr(converters, CONVERTERS[args.dataset])
     kwargs = {} if args.d is None else {"dataset_id": args.d}
     try:
         print(f"converting {args.source} ({args.dataset}) ...", flush=True)
@@ -197,12 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     prof.set_defaults(func=_profile)
 
     conv = sub.add_parser("convert", help="public dataset -> nnU-Net raw format in $nnUNet_raw (validated first)")
-    conv.add_argument("dataset", choices=["acdc", "msd", "brats2015"],
-                      help="acdc: ACDC 'training' folder; msd: any MSD TaskXX_Name folder; brats2015: BraTS 2013/2015 "
-                           "FLAIR+T1c case folders (DeepMedic layout)")
+    conv.add_argument("dataset", choices=list(CONVERTERS),
+                      help="acdc: ACDC 'training' folder; msd: any MSD TaskXX_Name folder; kits23: the KiTS 2023 "
+                           "'dataset' folder; brats: a BraTS 2021 training folder or BraTS 2013/2015 FLAIR+T1c case "
+                           "folders (brats2021 / brats2015 force one layout)")
     conv.add_argument("source", help="the folder as downloaded")
     conv.add_argument("-d", type=int, default=None,
-                      help="dataset id (defaults: acdc 27, msd the task number, brats2015 138)")
+                      help="dataset id (defaults: acdc 27, msd the task number, kits23 220, brats2021 137, "
+                           "brats2015 138)")
     conv.set_defaults(func=_convert)
 
     rep = sub.add_parser("reproduce", help="train methods side by side with the same budget and compare their Dice")

@@ -115,16 +115,45 @@ def label_names(dataset_json: dict) -> Dict[object, str]:
     return names
 
 
+def validation_hd95(summary: dict, names: Dict[object, str], cache: Path) -> Dict[str, Optional[float]]:
+    """Mean HD95 (mm) per label/region over the validation cases of nnU-Net's summary (its prediction and reference
+    files), cases where it is undefined (one mask empty) left out; cached in ``cache``."""
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    import SimpleITK as sitk
+
+    from nnunet_fuse.metrics import hd95
+
+    values: Dict[str, List[float]] = {name: [] for name in names.values()}
+    for case in summary["metric_per_case"]:
+        reference_image = sitk.ReadImage(case["reference_file"])
+        reference = sitk.GetArrayFromImage(reference_image)
+        prediction = sitk.GetArrayFromImage(sitk.ReadImage(case["prediction_file"]))
+        spacing = reference_image.GetSpacing()[::-1]
+        for key, name in names.items():
+            labels = list(key) if isinstance(key, tuple) else [key]
+            distance = hd95(np.isin(prediction, labels), np.isin(reference, labels), spacing)
+            if distance is not None:
+                values[name].append(distance)
+    result = {name: (float(np.mean(v)) if v else None) for name, v in values.items()}
+    cache.write_text(json.dumps(result, indent=2))
+    return result
+
+
 def fold_result(fold_folder: Path, dataset_json: dict) -> dict:
-    """Dice per label/region, mean foreground Dice (nnU-Net's summary.json) and the training record."""
+    """Dice per label/region and mean foreground Dice (nnU-Net's summary.json), HD95 per label/region, and the
+    training record."""
     from nnunetv2.evaluation.evaluate_predictions import load_summary_json
 
     summary = load_summary_json(str(fold_folder / "validation" / "summary.json"))
     names = label_names(dataset_json)
     dice = {names.get(k, str(k)): float(v["Dice"]) for k, v in summary["mean"].items()}
+    distances = validation_hd95(summary, names, fold_folder / "validation" / "hd95.json")
+    defined = [d for d in distances.values() if d is not None]
     record_file = fold_folder / RECORD_FILE
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
-    return {"dice": dice, "mean_dice": float(summary["foreground_mean"]["Dice"]),
+    return {"dice": dice, "mean_dice": float(summary["foreground_mean"]["Dice"]), "hd95": distances,
+            "mean_hd95": float(np.mean(defined)) if defined else None,
             "n_validation_cases": len(summary["metric_per_case"]), "train_seconds": record.get("train_seconds"),
             "peak_memory_mb": record.get("peak_memory_mb"), "peak_memory_kind": record.get("peak_memory_kind")}
 
@@ -178,6 +207,8 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
             title = f"[{i}/{len(methods)}] {method.label}, fold {fold}"
             command = [nnunet_command("nnUNetv2_train"), str(dataset_id), configuration, str(fold), "-tr", trainer,
                        "-p", plans_name, "-device", device]
+            if state != "finished":
+                (fold_folder / "validation" / "hd95.json").unlink(missing_ok=True)  # ours; recomputed after
             if state == "finished":
                 print(f"\n=== {title}: finished earlier, not retrained ({fold_folder})", flush=True)
             elif state == "validate":
@@ -208,9 +239,14 @@ def summarise(key: str, label: str, trainer: str, plans_name: str, per_fold: Dic
         values = [f[field] for f in folds if f[field] is not None]
         return float(np.mean(values)) if values else None
 
+    def mean_hd95(name: str) -> Optional[float]:
+        values = [f["hd95"][name] for f in folds if f["hd95"][name] is not None]
+        return float(np.mean(values)) if values else None
+
     return {"method": key, "label": label, "trainer": trainer, "plans": plans_name,
             "dice": {n: float(np.mean([f["dice"][n] for f in folds])) for n in names},
-            "mean_dice": mean("mean_dice"), "train_seconds": mean("train_seconds"),
+            "hd95": {n: mean_hd95(n) for n in names},
+            "mean_dice": mean("mean_dice"), "mean_hd95": mean("mean_hd95"), "train_seconds": mean("train_seconds"),
             "peak_memory_mb": mean("peak_memory_mb"), "peak_memory_kind": folds[0]["peak_memory_kind"],
             "parameters": params, "per_fold": {str(k): v for k, v in per_fold.items()}}
 
@@ -218,16 +254,18 @@ def summarise(key: str, label: str, trainer: str, plans_name: str, per_fold: Dic
 def report_table(report: dict) -> str:
     rows = report["methods"]
     names = list(rows[0]["dice"])
-    header = ["method", *[f"Dice {n}" for n in names], "mean Dice", "params M", "train min", "peak memory MB"]
+    header = ["method", *[f"Dice {n}" for n in names], "mean Dice", "HD95 mm", "params M", "train min",
+              "peak memory MB"]
     table = [header]
     for r in rows:
         table.append([r["label"], *[f"{r['dice'][n]:.3f}" for n in names], f"{r['mean_dice']:.3f}",
+                      "—" if r["mean_hd95"] is None else f"{r['mean_hd95']:.2f}",
                       f"{r['parameters']['total'] / 1e6:.2f}",
                       "—" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f}",
                       "—" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"])
     if report["published"]:
         p = report["published"]
-        table.append([f"published: {p['source']}", *["—"] * len(names), f"{p['mean_dice']:.4f}", "—", "—", "—"])
+        table.append([f"published: {p['source']}", *["—"] * len(names), f"{p['mean_dice']:.4f}", *["—"] * 4])
     return format_table(table)
 
 
@@ -239,7 +277,8 @@ def write_report(report: dict, out_folder: Path) -> None:
             f"({report['schedule']['epochs']} epochs × {report['schedule']['iterations_per_epoch']} iterations), "
             f"folds {report['folds']}, {report['device']}, {report['date']}\n\n{report_table(report)}\n\n"
             f"Dice: nnU-Net's evaluator on each fold's validation cases (nnUNetv2_train's final validation), mean "
-            f"over folds. Train: the training loop only. Peak memory: {kind}.\n")
+            f"over folds. HD95: mean over labels/regions of the mean over cases (nnunet_fuse.metrics; cases where "
+            f"one mask is empty left out). Train: the training loop only. Peak memory: {kind}.\n")
     (out_folder / "results.md").write_text(text)
     plot_report(report, out_folder / "results.png")
     print("\n" + text + f"\nwrote {out_folder / 'results.md'}, results.json, results.png", flush=True)

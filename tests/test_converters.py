@@ -9,7 +9,8 @@ import SimpleITK as sitk
 from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
 from conftest import run
-from nnunet_fuse.datasets.converters import ConversionError, convert_acdc, convert_brats2015, convert_msd
+from nnunet_fuse.datasets.converters import (ConversionError, convert_acdc, convert_brats, convert_brats2015,
+                                             convert_kits23, convert_msd)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -124,3 +125,71 @@ def test_convert_cli_refuses_to_replace_a_dataset(planned_dataset):
     assert again.returncode == 2 and "exists already" in again.stderr
     taken = run(f"nnunet-fuse convert msd {SHARED / 'Task04_Hippocampus'} -d 991", env, check=False)
     assert taken.returncode == 2 and "dataset id 991 is taken" in taken.stderr
+
+
+def write_case_files(folder, images, label, labels, shape=(6, 8, 10), spacing=(1.0, 1.0, 2.5), seed=0):
+    """Small NIfTI files as a download would hold them: float images, a label volume using every value in labels."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for name in images:
+        image = sitk.GetImageFromArray(rng.normal(size=shape[::-1]).astype(np.float32))
+        image.SetSpacing(spacing)
+        sitk.WriteImage(image, str(folder / name))
+    array = np.zeros(shape[::-1], dtype=np.uint8)
+    for i, value in enumerate(labels):
+        array[i % shape[2], :, i] = value
+    seg = sitk.GetImageFromArray(array)
+    seg.SetSpacing(spacing)
+    sitk.WriteImage(seg, str(folder / label))
+
+
+def test_convert_kits23_through_nnunet_converter(tmp_path):
+    """KiTS 2023 layout (case_XXXXX/imaging + segmentation) through nnunetv2's Dataset220 converter, region labels."""
+    src = tmp_path / "kits23" / "dataset"
+    for i in range(2):
+        write_case_files(src / f"case_{i:05d}", ["imaging.nii.gz"], "segmentation.nii.gz", [0, 1, 2, 3], seed=i)
+    out = convert_kits23(src, tmp_path / "raw")
+    assert out.name == "Dataset220_KiTS2023"
+    assert cases(out / "imagesTr") == ["case_00000_0000.nii.gz", "case_00001_0000.nii.gz"]
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["labels"]["kidney"] == [1, 2, 3] and meta["regions_class_order"] == [1, 3, 2]
+    verify_dataset_integrity(str(out), num_processes=1)
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["Dataset220_KiTS2023"]  # no scratch left
+
+
+def test_convert_brats2021_layout_and_label_conversion(tmp_path):
+    """BraTS 2021 (4 modalities, labels 0/1/2/4) → nnunetv2's Dataset137 convention (2→1, 1→2, 4→3), regions."""
+    src = tmp_path / "BraTS2021_TrainingData"
+    for i in range(2):
+        case = f"BraTS2021_{i:05d}"
+        write_case_files(src / case, [f"{case}_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")],
+                         f"{case}_seg.nii.gz", [0, 1, 2, 4], seed=i)
+    out = convert_brats(src, tmp_path / "raw")  # the layout is detected
+    assert out.name == "Dataset137_BraTS2021"
+    assert cases(out / "imagesTr")[:4] == [f"BraTS2021_00000_{c:04d}.nii.gz" for c in range(4)]
+    original = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz")))
+    converted = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labelsTr" / "BraTS2021_00000.nii.gz")))
+    for old, new in {0: 0, 2: 1, 1: 2, 4: 3}.items():
+        assert (converted[original == old] == new).all()
+    t1ce = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "imagesTr" / "BraTS2021_00000_0001.nii.gz")))
+    assert np.array_equal(t1ce, sitk.GetArrayFromImage(sitk.ReadImage(
+        str(src / "BraTS2021_00000" / "BraTS2021_00000_t1ce.nii.gz"))))  # channel 1 is T1ce, as nnunetv2's order
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "T1", "1": "T1ce", "2": "T2", "3": "Flair"}
+    assert meta["labels"]["whole tumor"] == [1, 2, 3] and meta["regions_class_order"] == [1, 2, 3]
+    verify_dataset_integrity(str(out), num_processes=1)
+
+
+def test_kits23_and_brats2021_bad_input_named(tmp_path):
+    src = tmp_path / "BraTS2021_TrainingData"
+    write_case_files(src / "BraTS2021_00007", [f"BraTS2021_00007_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")],
+                     "BraTS2021_00007_seg.nii.gz", [0, 1, 3])
+    with pytest.raises(ConversionError, match=r"case BraTS2021_00007: label values \[3\]"):
+        convert_brats(src, tmp_path / "raw")
+    kits = tmp_path / "kits" / "case_00003"
+    write_case_files(kits, ["imaging.nii.gz"], "other.nii.gz", [0, 1])
+    with pytest.raises(ConversionError, match="case case_00003: missing file .*segmentation.nii.gz"):
+        convert_kits23(kits.parent, tmp_path / "raw")
+    with pytest.raises(ConversionError, match="neither a BraTS 2021"):
+        convert_brats(tmp_path / "kits", tmp_path / "raw")
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())

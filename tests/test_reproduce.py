@@ -76,10 +76,12 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
         assert row["mean_dice"] == pytest.approx(sum(row["dice"].values()) / 3)
         assert row["parameters"]["total"] == row["parameters"]["encoder"] + row["parameters"]["decoder"]
         assert row["train_seconds"] > 0
+        assert set(row["hd95"]) == {"sphere", "box", "rod"}
+        assert all(h is None or h >= 0 for h in row["hd95"].values())
     assert rows["fuseunet"]["plans"] == "nnUNetFuseUNetPlans"
     assert rows["fuseunet"]["parameters"]["total"] < rows["nnunet"]["parameters"]["total"]
     table = (out / "results.md").read_text()
-    assert "| FuseUNet" in table and "| nnU-Net default" in table and "Dice sphere" in table
+    assert "| FuseUNet" in table and "| nnU-Net default" in table and "Dice sphere" in table and "HD95 mm" in table
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # a finished training whose validation is missing gets only nnU-Net's validation, not a new training

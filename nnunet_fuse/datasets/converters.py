@@ -71,13 +71,16 @@ def staged_dataset(raw_root: PathLike, dataset_name: str) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _copy_case(images: Sequence[Path], label: Path, out: Path, case: str,
+def _copy_case(images: Sequence[Path], label: Optional[Path], out: Path, case: str,
                label_map: Optional[Dict[int, int]] = None) -> None:
-    """Copy a training case into out/imagesTr (one file per channel) and out/labelsTr, remapping label values."""
+    """Copy a training case into out/imagesTr (one file per channel) and, unless label is None, out/labelsTr,
+    remapping label values."""
     (out / "imagesTr").mkdir(exist_ok=True)
     (out / "labelsTr").mkdir(exist_ok=True)
     for channel, image in enumerate(images):
         shutil.copy(image, out / "imagesTr" / f"{case}_{channel:04d}.nii.gz")
+    if label is None:
+        return
     if label_map is None:
         shutil.copy(label, out / "labelsTr" / f"{case}.nii.gz")
         return
@@ -215,3 +218,80 @@ def convert_brats2015(folder: PathLike, raw_root: PathLike, dataset_id: int = 13
         _write_dataset_json(out, {0: "FLAIR", 1: "T1c"}, BRATS_REGIONS, len(cases), regions_class_order=(1, 2, 3),
                             dataset_name=name, license="CC BY-NC-SA 3.0; cite Menze et al., IEEE TMI 2015")
     return Path(raw_root) / name
+
+
+# ------------------------------------------------------------------------------------------------ KiTS 2023 (nnunetv2)
+@contextmanager
+def _module_attribute(module, name: str, value) -> Iterator[None]:
+    """Temporarily set module.name (nnunetv2's converters read nnUNet_raw from their module, bound at import)."""
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+def convert_kits23(dataset_folder: PathLike, raw_root: PathLike, dataset_id: int = 220) -> Path:
+    """KiTS 2023 (``dataset/case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``, labels 0 background, 1 kidney,
+    2 tumour, 3 cyst) → DatasetXXX_KiTS2023 through nnunetv2's ``Dataset220_KiTS2023.convert_kits2023`` (regions
+    kidney, masses, tumour), after checking every case."""
+    from nnunetv2.dataset_conversion import Dataset220_KiTS2023 as nnunet_kits
+
+    src = Path(dataset_folder)
+    name = f"Dataset{dataset_id:03d}_KiTS2023"
+    check_target(raw_root, name)
+    cases = sorted(p for p in src.glob("case_*") if p.is_dir()) if src.is_dir() else []
+    if not cases:
+        raise ConversionError(f"no case_XXXXX folders in {src}; pass the KiTS 2023 'dataset' folder")
+    for case in cases:
+        _check_pair(case.name, [case / "imaging.nii.gz"], case / "segmentation.nii.gz", (0, 1, 2, 3))
+    with staged_dataset(raw_root, name) as out:
+        with _module_attribute(nnunet_kits, "nnUNet_raw", str(out / "_nnunet")):
+            nnunet_kits.convert_kits2023(str(src), dataset_id)
+        for item in (out / "_nnunet" / name).iterdir():
+            item.rename(out / item.name)
+        shutil.rmtree(out / "_nnunet")
+    return Path(raw_root) / name
+
+
+# ----------------------------------------------------------------------------------------------- BraTS 2021 (nnunetv2)
+BRATS2021_CHANNELS = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "Flair"}  # nnunetv2's Dataset137 order
+
+
+def convert_brats2021(folder: PathLike, raw_root: PathLike, dataset_id: int = 137) -> Path:
+    """BraTS 2021 training data (``BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz``, labels 0, 1, 2, 4)
+    → DatasetXXX_BraTS2021 as nnunetv2's Dataset137_BraTS21 script builds it (4 channels, its label conversion,
+    regions whole tumour, tumour core, enhancing tumour), after checking every case."""
+    from nnunetv2.dataset_conversion.Dataset137_BraTS21 import copy_BraTS_segmentation_and_convert_labels_to_nnUNet
+
+    src = Path(folder)
+    name = f"Dataset{dataset_id:03d}_BraTS2021"
+    check_target(raw_root, name)
+    cases = sorted(p for p in src.glob("BraTS*") if p.is_dir()) if src.is_dir() else []
+    if not cases:
+        raise ConversionError(f"no BraTS2021_XXXXX case folders in {src}; pass the BraTS 2021 training folder")
+    for case in cases:
+        _check_pair(case.name, [case / f"{case.name}_{m}.nii.gz" for m in BRATS2021_CHANNELS],
+                    case / f"{case.name}_seg.nii.gz", (0, 1, 2, 4))
+    with staged_dataset(raw_root, name) as out:
+        for case in cases:
+            _copy_case([case / f"{case.name}_{m}.nii.gz" for m in BRATS2021_CHANNELS], None, out, case.name)
+            copy_BraTS_segmentation_and_convert_labels_to_nnUNet(str(case / f"{case.name}_seg.nii.gz"),
+                                                                 str(out / "labelsTr" / f"{case.name}.nii.gz"))
+        _write_dataset_json(out, dict(enumerate(BRATS2021_CHANNELS.values())), BRATS_REGIONS, len(cases),
+                            regions_class_order=(1, 2, 3), dataset_name=name,
+                            license="see https://www.synapse.org/#!Synapse:syn25829067/wiki/610863")
+    return Path(raw_root) / name
+
+
+def convert_brats(folder: PathLike, raw_root: PathLike, dataset_id: Optional[int] = None) -> Path:
+    """BraTS in either layout: 2021 (BraTS2021_XXXXX folders, 4 modalities; default id 137) or the 2013/2015
+    FLAIR+T1c subset (folders with OTMultiClass.nii.gz; default id 138)."""
+    src = Path(folder)
+    if src.is_dir() and any(p.is_dir() and (p / f"{p.name}_seg.nii.gz").exists() for p in src.glob("BraTS*")):
+        return convert_brats2021(src, raw_root, 137 if dataset_id is None else dataset_id)
+    if src.is_dir() and any((p / "OTMultiClass.nii.gz").exists() for p in src.iterdir() if p.is_dir()):
+        return convert_brats2015(src, raw_root, 138 if dataset_id is None else dataset_id)
+    raise ConversionError(f"{src} is neither a BraTS 2021 training folder (BraTS2021_XXXXX/..._seg.nii.gz) nor a "
+                          f"BraTS 2013/2015 folder (case folders with OTMultiClass.nii.gz)")

@@ -1,0 +1,120 @@
+"""Fusion losses of Fuse4Seg as pure functions of tensors, 2D and 3D (DESIGN.md §3).
+
+Shapes: fused (B, 1, *spatial), images (B, N, *spatial) with N ≥ 1 modalities, spatial of 2 or 3 axes; intensities
+in [0, 1] (the fusion network rescales nnU-Net's z-scored channels robustly before fusing). Every loss returns a
+scalar (mean over the batch).
+"""
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+_CONV = {2: F.conv2d, 3: F.conv3d}
+
+
+def _spatial_dims(x: torch.Tensor) -> int:
+    dims = x.dim() - 2
+    if dims not in _CONV:
+        raise ValueError(f"expected (B, C, *spatial) with 2 or 3 spatial axes, got shape {tuple(x.shape)}")
+    return dims
+
+
+def sobel_gradients(x: torch.Tensor) -> torch.Tensor:
+    """Sobel derivatives along every spatial axis, per channel: (B, C, *S) → (B, C, D, *S), D = number of axes.
+
+    Normalised so that a linear ramp a·x_d has derivative exactly a along axis d (difference [-1, 0, 1] / 2 along the
+    axis, smoothing [1, 2, 1] / 4 along each other axis); edges are replicated, so a constant image has zero gradient.
+    """
+    dims = _spatial_dims(x)
+    b, c = x.shape[:2]
+    derivative = torch.tensor([-0.5, 0.0, 0.5], dtype=x.dtype, device=x.device)
+    smoothing = torch.tensor([0.25, 0.5, 0.25], dtype=x.dtype, device=x.device)
+    kernels = []
+    for axis in range(dims):
+        factors = [derivative if k == axis else smoothing for k in range(dims)]
+        kernel = factors[0]
+        for factor in factors[1:]:
+            kernel = kernel.unsqueeze(-1) * factor  # outer product: kernel axis k is spatial axis k
+        kernels.append(kernel)
+    weight = torch.stack(kernels).unsqueeze(1)  # (D, 1, 3, ..., 3)
+    padded = F.pad(x.reshape(b * c, 1, *x.shape[2:]), (1, 1) * dims, mode="replicate")
+    return _CONV[dims](padded, weight).reshape(b, c, dims, *x.shape[2:])
+
+
+def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """|∇x| as the L1 norm of the Sobel derivatives: (B, C, *S) → (B, C, *S)."""
+    return sobel_gradients(x).abs().sum(dim=2)
+
+
+def intensity_loss(fused: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """L1(F, max_i I_i): the fused image keeps the brightest structure of every modality."""
+    return (fused - images.amax(dim=1, keepdim=True)).abs().mean()
+
+
+def gradient_loss(fused: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """L1(|∇F|, max_i |∇I_i|): the fused image keeps the strongest edges of every modality."""
+    return (gradient_magnitude(fused) - gradient_magnitude(images).amax(dim=1, keepdim=True)).abs().mean()
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of two feature maps per sample over all other axes: (B, ...) × (B, ...) → (B,)."""
+    a = a.flatten(1) - a.flatten(1).mean(dim=1, keepdim=True)
+    b = b.flatten(1) - b.flatten(1).mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def decomposition_loss(base: Sequence[torch.Tensor], detail: Sequence[torch.Tensor]) -> torch.Tensor:
+    """mean over modality pairs (i, j) of cc(D_i, D_j)² / (1.01 + cc(B_i, B_j)): details of different modalities
+    decorrelated, their bases correlated. base, detail: one feature map (B, C, *S) per modality (N ≥ 2)."""
+    if len(base) != len(detail) or len(base) < 2:
+        raise ValueError(f"need base and detail features of the same N >= 2 modalities, got {len(base)} and "
+                         f"{len(detail)}")
+    terms = [correlation(detail[i], detail[j]) ** 2 / (1.01 + correlation(base[i], base[j]))
+             for i, j in combinations(range(len(base)), 2)]
+    return torch.stack(terms).mean()
+
+
+def _gaussian_window(size: int, sigma: float, dims: int, like: torch.Tensor) -> torch.Tensor:
+    coords = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
+    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    window = g
+    for _ in range(dims - 1):
+        window = window.unsqueeze(-1) * g
+    return window.reshape(1, 1, *(size,) * dims)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float = 1.5,
+         data_range: float = 1.0) -> torch.Tensor:
+    """Mean structural similarity (Wang et al. 2004) with a Gaussian window, per channel, 2D or 3D; x, y: (B, C, *S).
+
+    Local statistics use replicate padding, so SSIM(x, x) = 1 exactly and two constant images a, b give
+    (2ab + C1) / (a² + b² + C1), C1 = (0.01·data_range)², C2 = (0.03·data_range)².
+    """
+    dims = _spatial_dims(x)
+    if x.shape != y.shape:
+        raise ValueError(f"ssim needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    b, c = x.shape[:2]
+    window = _gaussian_window(window_size, sigma, dims, x)
+    pad = (window_size // 2,) * (2 * dims)
+
+    def local_mean(t: torch.Tensor) -> torch.Tensor:
+        t = F.pad(t.reshape(b * c, 1, *t.shape[2:]), pad, mode="replicate")
+        return _CONV[dims](t, window)
+
+    mu_x, mu_y = local_mean(x), local_mean(y)
+    var_x = local_mean(x * x) - mu_x ** 2
+    var_y = local_mean(y * y) - mu_y ** 2
+    cov = local_mean(x * y) - mu_x * mu_y
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return index.mean()
+
+
+def reconstruction_loss(reconstructed: torch.Tensor, target: torch.Tensor, ssim_weight: float = 1.0,
+                        mse_weight: float = 1.0) -> torch.Tensor:
+    """ssim_weight·(1 − SSIM) + mse_weight·MSE, for the fusion pre-training (the autoencoder stage)."""
+    return ssim_weight * (1 - ssim(reconstructed, target)) + mse_weight * F.mse_loss(reconstructed, target)

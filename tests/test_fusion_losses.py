@@ -1,0 +1,95 @@
+"""Fuse4Seg fusion losses on hand-made images with known answers, 2D and 3D."""
+import pytest
+import torch
+
+from nnunet_fuse.imagefusion.losses import (correlation, decomposition_loss, gradient_loss, gradient_magnitude,
+                                            intensity_loss, reconstruction_loss, sobel_gradients, ssim)
+
+SHAPES = {2: (12, 14), 3: (8, 10, 12)}
+
+
+def ramp(shape, slopes, offset=0.0):
+    """offset + Σ_d slope_d · x_d on a grid of shape: (1, 1, *shape), float64."""
+    grids = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij")
+    return (offset + sum(s * g for s, g in zip(slopes, grids)))[None, None]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_sobel_recovers_the_slopes_of_a_ramp(dims):
+    slopes = [0.5, -2.0, 3.0][:dims]
+    grads = sobel_gradients(ramp(SHAPES[dims], slopes))
+    assert grads.shape == (1, 1, dims, *SHAPES[dims])
+    interior = (slice(None), slice(None), slice(None)) + (slice(1, -1),) * dims
+    for d, slope in enumerate(slopes):
+        torch.testing.assert_close(grads[interior][:, :, d], torch.full_like(grads[interior][:, :, d], slope))
+    torch.testing.assert_close(gradient_magnitude(ramp(SHAPES[dims], slopes))[interior[:2] + interior[3:]],
+                               torch.full_like(grads[interior][:, :, 0], sum(abs(s) for s in slopes)))
+    assert sobel_gradients(torch.full((2, 3, *SHAPES[dims]), 0.7)).abs().max() < 1e-6  # constant: no edges
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_intensity_and_gradient_losses(dims):
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, *SHAPES[dims], dtype=torch.float64)
+    maximum = images.amax(dim=1, keepdim=True)
+    assert intensity_loss(maximum, images) == 0
+    torch.testing.assert_close(intensity_loss(maximum - 0.25, images), torch.tensor(0.25, dtype=torch.float64))
+    # identical edges in every modality: the fused image with the same edges has zero gradient loss
+    edge = ramp(SHAPES[dims], [0.1] * dims)
+    same_edges = torch.cat([edge, edge + 0.3], dim=1)  # shifted intensities, same gradients
+    assert gradient_loss(edge, same_edges) < 1e-12
+    assert gradient_loss(torch.zeros_like(edge), same_edges) > 0
+
+
+def test_gradient_loss_takes_the_strongest_edge():
+    weak, strong = ramp((10, 10), [0.1, 0.0]), ramp((10, 10), [0.0, 0.4])
+    images = torch.cat([weak, strong], dim=1)
+    assert gradient_loss(strong, images) < gradient_loss(weak, images)
+
+
+def test_correlation_and_decomposition_loss():
+    torch.manual_seed(0)
+    x = torch.randn(4, 2, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(correlation(x, 2 * x + 3), torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(correlation(x, -x), -torch.ones(4, dtype=torch.float64))
+    # identical details and bases: cc = 1 for both → 1 / 2.01
+    torch.testing.assert_close(decomposition_loss([x, x], [x, x]), torch.tensor(1 / 2.01, dtype=torch.float64))
+    # details uncorrelated (orthogonal patterns): the loss vanishes
+    a = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    a[..., 0, 0], a[..., 1, 1] = 1, -1
+    b = torch.zeros_like(a)
+    b[..., 0, 1], b[..., 1, 0] = 1, -1
+    assert decomposition_loss([a, a], [a, b]).abs() < 1e-12
+    # three modalities: the mean over the three pairs
+    expected = (1 / 2.01 + 0 + 0) / 3
+    torch.testing.assert_close(decomposition_loss([a, a, a], [a, a, b]), torch.tensor(expected, dtype=torch.float64))
+    with pytest.raises(ValueError, match="N >= 2"):
+        decomposition_loss([x], [x])
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_ssim_known_answers(dims):
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, *SHAPES[dims], dtype=torch.float64)
+    assert ssim(x, x) == 1
+    a, b = 0.2, 0.7
+    constant = lambda v: torch.full((1, 1, *SHAPES[dims]), v, dtype=torch.float64)  # noqa: E731
+    c1 = 0.01 ** 2
+    torch.testing.assert_close(ssim(constant(a), constant(b)),
+                               torch.tensor((2 * a * b + c1) / (a * a + b * b + c1), dtype=torch.float64))
+    noisy = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    noisier = (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
+    assert 1 > ssim(x, noisy) > ssim(x, noisier)
+    assert reconstruction_loss(x, x) == 0
+    assert reconstruction_loss(x, noisier) > reconstruction_loss(x, noisy) > 0
+
+
+def test_losses_reject_bad_shapes_and_give_gradients():
+    with pytest.raises(ValueError, match="2 or 3 spatial axes"):
+        sobel_gradients(torch.zeros(1, 1, 8))
+    with pytest.raises(ValueError, match="equal shapes"):
+        ssim(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9))
+    fused = torch.rand(1, 1, 8, 8, requires_grad=True)
+    images = torch.rand(1, 2, 8, 8)
+    (intensity_loss(fused, images) + gradient_loss(fused, images) + reconstruction_loss(fused, images[:, :1])).backward()
+    assert fused.grad is not None and fused.grad.abs().sum() > 0

@@ -1,0 +1,63 @@
+"""Fuse4Seg fusion network: shapes, range, any number of modalities, exact inverse of the coupling, gradients."""
+import pytest
+import torch
+from torch import nn
+
+from nnunet_fuse.imagefusion.losses import decomposition_loss, intensity_loss
+from nnunet_fuse.imagefusion.network import FusionNetwork, InvertibleCoupling, RobustRescale, TransposedAttention
+
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+SHAPES = {2: (24, 20), 3: (8, 12, 10)}
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("modalities", [2, 4])
+def test_fused_image_shape_range_and_gradients(dims, modalities):
+    torch.manual_seed(0)
+    net = FusionNetwork(CONV[dims], channels=8)
+    x = torch.randn(2, modalities, *SHAPES[dims]) * 3 + 1  # z-scored-like intensities
+    fused = net(x)
+    assert fused.shape == (2, 1, *SHAPES[dims])
+    assert fused.min() >= 0 and fused.max() <= 1
+    features = net.features(x)
+    assert len(features["base"]) == len(features["detail"]) == modalities
+    assert features["base"][0].shape == (2, 8, *SHAPES[dims])
+    loss = intensity_loss(fused, net.rescale(x)) + decomposition_loss(features["base"], features["detail"])
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    reconstructed = net.reconstruct(x)
+    assert reconstructed.shape == x.shape and reconstructed.min() >= 0 and reconstructed.max() <= 1
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_coupling_inverse_is_exact(dims):
+    torch.manual_seed(0)
+    block = InvertibleCoupling(CONV[dims], 8).double()
+    x = torch.randn(2, 8, *SHAPES[dims], dtype=torch.float64)
+    torch.testing.assert_close(block.inverse(block(x)), x, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="even channel count"):
+        InvertibleCoupling(CONV[dims], 7)
+
+
+def test_transposed_attention_is_channel_wise_and_size_agnostic():
+    attention = TransposedAttention(nn.Conv2d, 8, heads=2)
+    for shape in [(5, 7), (32, 30)]:  # the attention map does not depend on the number of voxels
+        assert attention(torch.randn(1, 8, *shape)).shape == (1, 8, *shape)
+    with pytest.raises(ValueError, match="divisible"):
+        TransposedAttention(nn.Conv2d, 6, heads=4)
+
+
+def test_robust_rescale_ignores_outliers():
+    x = torch.linspace(0, 1, 1000).reshape(1, 1, 10, 100).repeat(1, 2, 1, 1)
+    x[0, 1] = x[0, 1] * 50 - 7  # another modality's range
+    x[0, 0, 0, 0] = 1e4  # one outlier voxel
+    y = RobustRescale(low=1, high=99)(x)
+    assert y.min() == 0 and y.max() == 1
+    # the bulk of both channels maps alike, whatever the original range
+    torch.testing.assert_close(y[0, 0, 5], y[0, 1, 5], atol=2e-2, rtol=0)
+    assert (y[0, 0, 5, 1:] - y[0, 0, 5, :-1] >= 0).all()  # monotone
+
+
+def test_wrong_dimensionality_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"3D\) expects \(B, N, \*spatial\) with 3 spatial axes"):
+        FusionNetwork(nn.Conv3d, channels=8)(torch.randn(1, 2, 16, 16))
