@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple, Type, Union
 
+import numpy as np
 import torch
 from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
@@ -115,6 +116,71 @@ class FuseResEncUNet(_FuseUNetBase):
                                        return_skips=True, disable_default_stem=False, stem_channels=stem_channels)
         self.decoder = FuseUNetDecoder(self.encoder, num_classes, deep_supervision, state_channels, max_order,
                                        corrector)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        InitWeights_He(1e-2)(module)
+        init_last_bn_before_add_to_0(module)
+
+
+class Fuse4SegNet(nn.Module):
+    """Fuse4Seg as one module (what nnUNetv2_predict runs): fusion network → segmentation network.
+
+    input_channels: N ≥ 2 modalities. The segmentation network (``segmentation_network``: a dotted class name such as
+    nnU-Net's ``dynamic_network_architectures.architectures.unet.PlainConvUNet`` or our FuseUNet, built with the
+    remaining keyword arguments as nnU-Net builds it) sees the fused image (1 channel) or, with ``feed_originals``
+    (the ablation), the fused image followed by the N input channels.
+    forward(x): (B, N, *spatial) → logits (B, K, *spatial), or the segmentation network's deep-supervision list.
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, segmentation_network: str, deep_supervision: bool = False,
+                 fusion_channels: int = 16, fusion_base_blocks: int = 1, fusion_detail_blocks: int = 2,
+                 feed_originals: bool = False, **segmentation_kwargs):
+        super().__init__()
+        import pydoc
+
+        from nnunet_fuse.imagefusion.network import FusionNetwork
+
+        if input_channels < 2:
+            raise ValueError(f"Fuse4Seg fuses N >= 2 modalities, the dataset has {input_channels} channel; use "
+                             f"nnU-Net's own plans (or FuseUNet) for single-channel data")
+        segmentation_class = pydoc.locate(segmentation_network)
+        if segmentation_class is None:
+            raise ValueError(f"segmentation_network '{segmentation_network}' cannot be imported")
+        self.input_channels = input_channels
+        self.feed_originals = feed_originals
+        self.fusion = FusionNetwork(segmentation_kwargs["conv_op"], fusion_channels, fusion_base_blocks,
+                                    fusion_detail_blocks)
+        self.segmentation = segmentation_class(input_channels=1 + (input_channels if feed_originals else 0),
+                                               num_classes=num_classes, deep_supervision=deep_supervision,
+                                               **segmentation_kwargs)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.segmentation.encoder
+
+    @property
+    def decoder(self) -> nn.Module:  # nnU-Net switches deep supervision through network.decoder
+        return self.segmentation.decoder
+
+    def segmentation_input(self, x: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+        return torch.cat([fused, x], dim=1) if self.feed_originals else fused
+
+    def forward(self, x: torch.Tensor):
+        if x.ndim != self.fusion.dim + 2 or x.shape[1] != self.input_channels:
+            raise ValueError(f"Fuse4Seg was trained on {self.input_channels} modalities in {self.fusion.dim}D and "
+                             f"expects (batch, {self.input_channels}, *spatial), got {tuple(x.shape)}: give every "
+                             f"case all {self.input_channels} channels, in the dataset.json order")
+        return self.segmentation(self.segmentation_input(x, self.fusion(x)))
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]):
+        """nnU-Net's VRAM proxy: the segmentation network's count plus the fusion network's feature maps (about
+        (2 + 6·base + 4·detail blocks) maps of fusion_channels per modality, an estimate)."""
+        fusion = self.fusion
+        maps = 2 + 6 * len(fusion.base) + 4 * len(fusion.detail)
+        voxels = int(np.prod(input_size))
+        return self.segmentation.compute_conv_feature_map_size(input_size) + (
+            self.input_channels * maps + 8) * fusion.channels * voxels
 
     @staticmethod
     def initialize(module: nn.Module) -> None:

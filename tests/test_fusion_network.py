@@ -61,3 +61,46 @@ def test_robust_rescale_ignores_outliers():
 def test_wrong_dimensionality_is_a_clear_error():
     with pytest.raises(ValueError, match=r"3D\) expects \(B, N, \*spatial\) with 3 spatial axes"):
         FusionNetwork(nn.Conv3d, channels=8)(torch.randn(1, 2, 16, 16))
+
+
+def plain_unet_kwargs(dims):
+    return dict(n_stages=3, features_per_stage=[8, 16, 16], conv_op=CONV[dims], kernel_sizes=[[3] * dims] * 3,
+                strides=[[1] * dims, [2] * dims, [2] * dims], n_conv_per_stage=[1, 1, 1],
+                n_conv_per_stage_decoder=[1, 1], conv_bias=True, norm_op=nn.InstanceNorm3d if dims == 3 else
+                nn.InstanceNorm2d, norm_op_kwargs={"affine": True}, nonlin=nn.LeakyReLU,
+                nonlin_kwargs={"inplace": True})
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("feed_originals", [False, True])
+def test_fuse4seg_net_is_one_module_fusion_then_segmentation(dims, feed_originals):
+    from nnunet_fuse.architectures import Fuse4SegNet
+
+    torch.manual_seed(0)
+    net = Fuse4SegNet(input_channels=2, num_classes=3,
+                      segmentation_network="dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                      deep_supervision=True, fusion_channels=8, feed_originals=feed_originals,
+                      **plain_unet_kwargs(dims))
+    Fuse4SegNet.initialize(net)
+    assert net.segmentation.encoder.stages[0][0].convs[0].conv.in_channels == (3 if feed_originals else 1)
+    x = torch.randn(2, 2, *[16] * dims)
+    outputs = net(x)
+    assert [o.shape for o in outputs] == [(2, 3, *[16] * dims), (2, 3, *[8] * dims)]  # nnU-Net's DS scales
+    sum(o.mean() for o in outputs).backward()
+    assert all(p.grad is not None for p in net.fusion.parameters())  # end to end: the fusion stage learns too
+    net.decoder.deep_supervision = False  # what nnU-Net's set_deep_supervision_enabled does
+    assert net(x).shape == (2, 3, *[16] * dims)
+    assert net.compute_conv_feature_map_size([16] * dims) > net.segmentation.compute_conv_feature_map_size([16] * dims)
+
+
+def test_fuse4seg_net_clear_errors():
+    from nnunet_fuse.architectures import Fuse4SegNet
+
+    name = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+    with pytest.raises(ValueError, match="N >= 2 modalities, the dataset has 1 channel"):
+        Fuse4SegNet(1, 3, name, **plain_unet_kwargs(2))
+    with pytest.raises(ValueError, match="cannot be imported"):
+        Fuse4SegNet(2, 3, "no.such.Network", **plain_unet_kwargs(2))
+    net = Fuse4SegNet(4, 3, name, **plain_unet_kwargs(2))
+    with pytest.raises(ValueError, match=r"trained on 4 modalities in 2D and expects \(batch, 4, \*spatial\)"):
+        net(torch.randn(1, 2, 16, 16))

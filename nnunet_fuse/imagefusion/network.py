@@ -139,6 +139,7 @@ class FusionNetwork(nn.Module):
         super().__init__()
         self.conv_op = conv_op
         self.dim = convert_conv_op_to_dim(conv_op)
+        self.channels = channels
         self.rescale = RobustRescale()
         self.encoder = nn.Sequential(ConvBlock(conv_op, 1, channels), ConvBlock(conv_op, channels, channels))
         self.base = nn.Sequential(*(BaseBlock(conv_op, channels, heads) for _ in range(base_blocks)))
