@@ -27,7 +27,8 @@ def _plan(args: argparse.Namespace) -> int:
     if not preprocessed:
         return 2
     try:
-        result = write_plans_variant(preprocessed, args.d, args.method, args.base_plans, args.c, args.plans_name,
+        method = args.method if not args.segment_with else f"{args.method}-{args.segment_with}"
+        result = write_plans_variant(preprocessed, args.d, method, args.base_plans, args.c, args.plans_name,
                                      args.overwrite)
     except PlanningError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("-c", nargs="+", default=None, help="configurations to keep (default: all), e.g. 2d 3d_fullres")
     plan.add_argument("--plans-name", default=None, help="name of the variant (default e.g. nnUNetFuseUNetPlans)")
     plan.add_argument("--overwrite", action="store_true", help="replace an earlier, different variant of ours")
+    plan.add_argument("--segment-with", choices=["fuseunet"], default=None,
+                      help="with --method fuse4seg: the segmentation network behind the fusion stage (default: "
+                           "nnU-Net's own from the base plans; fuseunet: the FuseUNet decoder)")
     plan.set_defaults(func=_plan)
 
     env = sub.add_parser("env", help="print the export line for nnUNet_extTrainer: eval \"$(nnunet-fuse env)\"")

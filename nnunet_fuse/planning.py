@@ -102,6 +102,8 @@ def make_plans_variant(base_plans: dict, overlay: dict, plans_name: str,
                 f"with plans of one of those (e.g. nnUNetPlans or nnUNetResEncUNetMPlans).")
         architecture["network_class_name"] = new_class
         kwargs = architecture["arch_kwargs"]
+        if "segmentation_network_by_base" in overlay:  # a wrapper network (Fuse4Seg) around a segmentation network
+            kwargs["segmentation_network"] = overlay["segmentation_network_by_base"][base_class]
         for key in overlay.get("drop_arch_kwargs", []):
             kwargs.pop(key, None)
         for key, value in overlay.get("add_arch_kwargs", {}).items():
@@ -111,6 +113,19 @@ def make_plans_variant(base_plans: dict, overlay: dict, plans_name: str,
     plans[MARKER_KEY] = {"method": overlay["method"], "base_plans": base_plans.get("plans_name"),
                          "trainer": overlay.get("trainer")}
     return plans
+
+
+def check_input_channels(overlay: dict, dataset_json_file: Path) -> None:
+    """Refuse a dataset with fewer image channels than the method needs (Fuse4Seg fuses N >= 2 modalities)."""
+    needed = overlay.get("min_input_channels", 1)
+    if needed <= 1 or not dataset_json_file.is_file():
+        return
+    dataset_json = json.loads(dataset_json_file.read_text())
+    channels = dataset_json.get("channel_names") or dataset_json.get("modality") or {}
+    if len(channels) < needed:
+        raise PlanningError(f"method '{overlay['method']}' needs at least {needed} image channels (modalities), but "
+                            f"this dataset has {len(channels)}: {list(channels.values())}. Use --method fuseunet or "
+                            f"nnU-Net's own plans for it.")
 
 
 def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int, str], method: str,
@@ -131,6 +146,7 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
                             f"`nnUNetv2_plan_and_preprocess -d {dataset}` (or nnUNetv2_plan_experiment with the "
                             f"planner for those plans) first.")
     base_plans = json.loads(base_path.read_text())
+    check_input_channels(overlay, folder / "dataset.json")
     if MARKER_KEY in base_plans:
         raise PlanningError(f"{base_path.name} is already a plans variant written by nnunet_fuse; pass nnU-Net's "
                             f"own plans as --base-plans (e.g. {base_plans[MARKER_KEY]['base_plans']})")

@@ -170,7 +170,10 @@ class FusionNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fuse(self.features(x))
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.features(x)
+    def decode_each(self, features: Dict[str, List[torch.Tensor]]) -> torch.Tensor:
+        """Every modality decoded from its own base and detail features: (B, N, *S) in [0, 1]."""
         return torch.cat([self.decoder(torch.cat([b, d], dim=1)) for b, d in zip(features["base"],
                                                                                   features["detail"])], dim=1)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode_each(self.features(x))

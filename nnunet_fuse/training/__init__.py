@@ -19,6 +19,7 @@ from nnunet_fuse.training.budget import (
     nnUNetTrainerFuseUNet_medium,
     nnUNetTrainerFuseUNet_paper,
 )
+from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg, nnUNetTrainerFuse4Seg_2x4
 
 __all__ = [
     "nnUNetTrainerFuseUNet",
@@ -36,4 +37,6 @@ __all__ = [
     "nnUNetTrainerFuseUNet_small",
     "nnUNetTrainerFuseUNet_medium",
     "nnUNetTrainerFuseUNet_paper",
+    "nnUNetTrainerFuse4Seg",
+    "nnUNetTrainerFuse4Seg_2x4",
 ]

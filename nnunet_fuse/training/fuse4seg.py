@@ -1,0 +1,216 @@
+"""Fuse4Seg trainer: the fusion network (leader) and the segmentation network (follower) trained bi-level.
+
+Per iteration (first-order bi-level, DESIGN.md §3):
+1. follower: ``follower_steps`` (K) steps of nnU-Net's segmentation loss on the *detached* fused image, with the
+   segmentation optimiser (nnU-Net's SGD and PolyLR);
+2. leader: one step of the fusion losses + ``leader_weight`` (λ) × the segmentation loss through the segmentation
+   network, which is frozen (no parameter gradients) but differentiable, with the fusion optimiser (AdamW).
+During the first ``fusion_pretrain_epochs`` epochs the leader trains as an autoencoder instead (SSIM + MSE
+reconstruction of every modality + the base/detail decomposition loss); the follower trains throughout.
+Both optimisers, both GradScalers (CUDA) and the phase are saved in checkpoints and restored with ``--c``.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+from torch._dynamo import OptimizedModule
+
+from nnunet_fuse.imagefusion.losses import (decomposition_loss, gradient_loss, intensity_loss,
+                                            reconstruction_loss)
+
+FUSE4SEG_NETWORK_CLASS = "nnunet_fuse.architectures.Fuse4SegNet"
+
+
+def check_fuse4seg_configuration(configuration_manager: ConfigurationManager, plans_name: str,
+                                 trainer_name: str) -> None:
+    """Stop early, saying what to run, when a plans configuration does not name the Fuse4Seg network."""
+    network = configuration_manager.network_arch_class_name
+    if network != FUSE4SEG_NETWORK_CLASS:
+        raise RuntimeError(
+            f"{trainer_name} needs Fuse4Seg plans, but plans '{plans_name}' name the network '{network}'. Write them "
+            f"with `nnunet-fuse plan -d <dataset> --method fuse4seg` and train with `-p nnUNetFuse4SegPlans`.")
+
+
+def check_checkpoint_trainer(checkpoint: dict, trainer_name: str, filename: str) -> None:
+    """A checkpoint written by another trainer lacks the fusion optimiser (or the fusion network): refuse it."""
+    written_by = checkpoint.get("trainer_name")
+    if written_by is not None and not written_by.startswith("nnUNetTrainerFuse4Seg"):
+        raise RuntimeError(f"{filename} was written by {written_by}, not by a Fuse4Seg trainer; {trainer_name} can "
+                           f"only continue its own trainings. Start a new training (without --c) or use "
+                           f"-tr {written_by}.")
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No parameter gradients for module inside the block (inputs still get theirs)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+class nnUNetTrainerFuse4Seg(nnUNetTrainer):
+    """Bi-level Fuse4Seg training on Fuse4Seg plans; attributes below are logged at the start of training."""
+
+    follower_steps: int = 1             # K
+    leader_weight: float = 0.5          # λ
+    fusion_pretrain_epochs: Optional[int] = None  # default: 5 % of num_epochs, at least 1
+    fusion_lr: float = 1e-4
+    intensity_weight: float = 1.0
+    gradient_weight: float = 1.0
+    decomposition_weight: float = 1.0
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        check_fuse4seg_configuration(self.configuration_manager, self.plans_manager.plans_name, type(self).__name__)
+        self.fusion_optimizer: Optional[torch.optim.Optimizer] = None
+        self.fusion_grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        check_fuse4seg_configuration(configuration_manager, plans_manager.plans_name, "nnUNetTrainerFuse4Seg")
+        return get_network_from_plans(configuration_manager.network_arch_class_name,
+                                      configuration_manager.network_arch_init_kwargs,
+                                      configuration_manager.network_arch_init_kwargs_req_import,
+                                      num_input_channels, num_output_channels, allow_init=True,
+                                      deep_supervision=enable_deep_supervision)
+
+    @property
+    def pretrain_epochs(self) -> int:
+        if self.fusion_pretrain_epochs is not None:
+            return self.fusion_pretrain_epochs
+        return max(1, self.num_epochs // 20)
+
+    def model(self) -> nn.Module:
+        """The Fuse4SegNet itself (unwrapped from torch.compile)."""
+        return self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
+
+    def initialize(self):
+        if self.is_ddp:
+            raise RuntimeError("nnUNetTrainerFuse4Seg does not support multi-GPU (DDP) training yet: its two "
+                               "optimisers step different parts of the network. Train with -num_gpus 1.")
+        super().initialize()
+
+    def configure_optimizers(self):
+        model = self.model()
+        optimizer = torch.optim.SGD(model.segmentation.parameters(), self.initial_lr, weight_decay=self.weight_decay,
+                                    momentum=0.99, nesterov=True)
+        from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+        self.fusion_optimizer = torch.optim.AdamW(model.fusion.parameters(), self.fusion_lr, weight_decay=1e-4)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def on_train_start(self):
+        super().on_train_start()
+        self.print_to_log_file(
+            f"Fuse4Seg bi-level training: follower steps K = {self.follower_steps}, leader weight λ = "
+            f"{self.leader_weight}, fusion pre-training epochs = {self.pretrain_epochs}, fusion lr = {self.fusion_lr}, "
+            f"loss weights intensity {self.intensity_weight}, gradient {self.gradient_weight}, decomposition "
+            f"{self.decomposition_weight}")
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        phase = "fusion pre-training (autoencoder)" if self.current_epoch < self.pretrain_epochs else "bi-level"
+        self.print_to_log_file(f"Fuse4Seg phase: {phase}")
+
+    def _step(self, optimizer: torch.optim.Optimizer, scaler, loss: torch.Tensor, parameters: List[nn.Parameter]):
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(parameters, 12)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 12)
+            optimizer.step()
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, enabled=self.device.type == "cuda")
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = ([t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list)
+                  else target.to(self.device, non_blocking=True))
+        model = self.model()
+        segmentation_parameters = list(model.segmentation.parameters())
+        fusion_parameters = list(model.fusion.parameters())
+
+        # follower: K steps on the detached fused image
+        with torch.no_grad(), self._autocast():
+            fused = model.fusion(data)
+        for _ in range(self.follower_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                follower_loss = self.loss(model.segmentation(model.segmentation_input(data, fused)), target)
+            self._step(self.optimizer, self.grad_scaler, follower_loss, segmentation_parameters)
+
+        # leader: fusion losses (+ λ · segmentation loss through the frozen follower)
+        self.fusion_optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            features = model.fusion.features(data)
+            rescaled = model.fusion.rescale(data)
+            decomposition = decomposition_loss(features["base"], features["detail"])
+            if self.current_epoch < self.pretrain_epochs:
+                leader_loss = reconstruction_loss(model.fusion.decode_each(features).float(), rescaled.float()) \
+                    + self.decomposition_weight * decomposition
+            else:
+                fused = model.fusion.fuse(features)
+                leader_loss = (self.intensity_weight * intensity_loss(fused, rescaled)
+                               + self.gradient_weight * gradient_loss(fused.float(), rescaled.float())
+                               + self.decomposition_weight * decomposition)
+                with frozen(model.segmentation):
+                    segmentation = self.loss(model.segmentation(model.segmentation_input(data, fused)), target)
+                leader_loss = leader_loss + self.leader_weight * segmentation
+        self._step(self.fusion_optimizer, self.fusion_grad_scaler, leader_loss, fusion_parameters)
+        return {"loss": follower_loss.detach().cpu().numpy(), "leader_loss": leader_loss.detach().cpu().numpy()}
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        super().on_train_epoch_end(train_outputs)
+        self.print_to_log_file(f"fusion (leader) loss {np.mean([o['leader_loss'] for o in train_outputs]):.4f}")
+
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank == 0 and not self.disable_checkpointing:
+            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+            checkpoint["fusion_optimizer_state"] = self.fusion_optimizer.state_dict()
+            checkpoint["fusion_grad_scaler_state"] = (self.fusion_grad_scaler.state_dict()
+                                                      if self.fusion_grad_scaler is not None else None)
+            torch.save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if not isinstance(filename_or_checkpoint, str):
+            raise TypeError("nnUNetTrainerFuse4Seg.load_checkpoint takes a checkpoint file name")
+        checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
+        check_checkpoint_trainer(checkpoint, type(self).__name__, filename_or_checkpoint)
+        super().load_checkpoint(filename_or_checkpoint)
+        if checkpoint.get("fusion_optimizer_state") is not None:
+            self.fusion_optimizer.load_state_dict(checkpoint["fusion_optimizer_state"])
+        if self.fusion_grad_scaler is not None and checkpoint.get("fusion_grad_scaler_state") is not None:
+            self.fusion_grad_scaler.load_state_dict(checkpoint["fusion_grad_scaler_state"])
+
+
+class nnUNetTrainerFuse4Seg_2x4(nnUNetTrainerFuse4Seg):
+    """Smoke-test schedule: 2 epochs × 4 iterations, the first epoch fusion pre-training, the second bi-level."""
+
+    fusion_pretrain_epochs = 1
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 2, 4, 2

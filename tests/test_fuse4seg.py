@@ -1,0 +1,110 @@
+"""Fuse4Seg through nnU-Net's commands: plan, bi-level training, prediction, resume; and its clear refusals."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import TINY_ID, run
+from nnunet_fuse.commands import nnunet_command, nnunet_environment
+from nnunet_fuse.datasets.synthetic import make_synthetic_dataset
+from nnunet_fuse.planning import PlanningError, write_plans_variant
+from nnunet_fuse.training.fuse4seg import check_checkpoint_trainer
+
+BIN = Path(sys.executable).parent
+MULTI_ID = 993
+
+
+@pytest.fixture(scope="module")
+def two_channel_dataset(tmp_path_factory):
+    """Dataset993: 8 training + 2 test cases, 2 co-registered synthetic modalities, planned and preprocessed (2d)."""
+    workdir = tmp_path_factory.mktemp("fuse4seg")
+    env = nnunet_environment(workdir)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    raw = make_synthetic_dataset(workdir / "nnUNet_raw", MULTI_ID, name="TwoModal", n_train=8, n_test=2,
+                                 shape=(12, 32, 32), seed=3, channels=2)
+    run([nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(MULTI_ID), "-c", "2d", "-np", "1",
+         "--verify_dataset_integrity"], env)
+    return workdir, env, raw
+
+
+def test_plan_variants_for_both_segmentation_networks(two_channel_dataset):
+    workdir, env, _ = two_channel_dataset
+    result = run([str(BIN / "nnunet-fuse"), "plan", "-d", str(MULTI_ID), "--method", "fuse4seg", "-c", "2d"], env)
+    assert "nnUNetFuse4SegPlans" in result.stdout and "nnUNetTrainerFuse4Seg" in result.stdout
+    folder = next((workdir / "nnUNet_preprocessed").glob(f"Dataset{MULTI_ID}_*"))
+    architecture = json.loads((folder / "nnUNetFuse4SegPlans.json").read_text())["configurations"]["2d"]["architecture"]
+    assert architecture["network_class_name"] == "nnunet_fuse.architectures.Fuse4SegNet"
+    assert architecture["arch_kwargs"]["segmentation_network"].endswith("unet.PlainConvUNet")
+    run([str(BIN / "nnunet-fuse"), "plan", "-d", str(MULTI_ID), "--method", "fuse4seg", "--segment-with", "fuseunet",
+         "-c", "2d"], env)
+    kwargs = json.loads((folder / "nnUNetFuse4SegFuseUNetPlans.json").read_text())["configurations"]["2d"][
+        "architecture"]["arch_kwargs"]
+    assert kwargs["segmentation_network"] == "nnunet_fuse.architectures.FuseUNet"
+    assert "n_conv_per_stage_decoder" not in kwargs and kwargs["max_order"] == 4
+
+
+def test_single_channel_dataset_is_refused(planned_dataset):
+    workdir, _, _ = planned_dataset
+    with pytest.raises(PlanningError, match="needs at least 2 image channels .* this dataset has 1"):
+        write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "fuse4seg")
+
+
+def test_bilevel_training_prediction_and_resume(two_channel_dataset):
+    workdir, env, raw = two_channel_dataset
+    write_plans_variant(workdir / "nnUNet_preprocessed", MULTI_ID, "fuse4seg", configurations=["2d"])
+    trainer, plans = "nnUNetTrainerFuse4Seg_2x4", "nnUNetFuse4SegPlans"
+    result = run([nnunet_command("nnUNetv2_train"), str(MULTI_ID), "2d", "0", "-tr", trainer, "-p", plans,
+                  "-device", "cpu"], env)
+    log = result.stdout
+    assert "follower steps K = 1, leader weight λ = 0.5, fusion pre-training epochs = 1" in log
+    assert "Fuse4Seg phase: fusion pre-training (autoencoder)" in log and "Fuse4Seg phase: bi-level" in log
+    fold = next((workdir / "nnUNet_results").glob(f"Dataset{MULTI_ID}_*")) / f"{trainer}__{plans}__2d" / "fold_0"
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == trainer
+    assert checkpoint["fusion_optimizer_state"]["state"]  # the leader took steps
+    assert any(k.startswith("fusion.") for k in checkpoint["network_weights"])
+    assert (fold / "validation" / "summary.json").is_file()
+
+    # resume from the final checkpoint: both optimisers restored, nothing left to train, validation runs again
+    resumed = run([nnunet_command("nnUNetv2_train"), str(MULTI_ID), "2d", "0", "-tr", trainer, "-p", plans,
+                   "-device", "cpu", "--c"], env)
+    assert "Traceback" not in resumed.stderr
+
+    out = workdir / "predictions"
+    run([nnunet_command("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(MULTI_ID), "-c",
+         "2d", "-f", "0", "-tr", trainer, "-p", plans, "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    for label_file in sorted((raw / "labelsTs").glob("*.nii.gz")):
+        prediction = sitk.ReadImage(str(out / label_file.name))
+        reference = sitk.ReadImage(str(label_file))
+        assert prediction.GetSize() == reference.GetSize()
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2, 3}
+
+    # a case with one of its two modalities missing stops with our message
+    one_channel = workdir / "one_channel"
+    one_channel.mkdir()
+    first = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))[0]
+    (one_channel / first.name).symlink_to(first)
+    failed = run([nnunet_command("nnUNetv2_predict"), "-i", str(one_channel), "-o", str(workdir / "bad"), "-d",
+                  str(MULTI_ID), "-c", "2d", "-f", "0", "-tr", trainer, "-p", plans, "-device", "cpu", "-npp", "0",
+                  "-nps", "0"], env, check=False)
+    assert failed.returncode != 0
+    assert "trained on 2 modalities" in failed.stdout + failed.stderr
+
+
+def test_foreign_checkpoints_and_plans_are_refused(tmp_path):
+    check_checkpoint_trainer({"trainer_name": "nnUNetTrainerFuse4Seg_2x4"}, "nnUNetTrainerFuse4Seg", "c.pth")
+    with pytest.raises(RuntimeError, match="written by nnUNetTrainerFuseUNet, not by a Fuse4Seg trainer"):
+        check_checkpoint_trainer({"trainer_name": "nnUNetTrainerFuseUNet"}, "nnUNetTrainerFuse4Seg", "c.pth")
+
+
+def test_fuse4seg_trainer_refuses_other_plans(two_channel_dataset):
+    _, env, _ = two_channel_dataset
+    result = run([nnunet_command("nnUNetv2_train"), str(MULTI_ID), "2d", "0", "-tr", "nnUNetTrainerFuse4Seg_2x4",
+                  "-p", "nnUNetPlans", "-device", "cpu"], env, check=False)
+    assert result.returncode != 0
+    assert "needs Fuse4Seg plans" in result.stderr and "--method fuse4seg" in result.stderr
