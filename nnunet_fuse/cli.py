@@ -1,4 +1,4 @@
-"""``nnunet-fuse``: plan, env, demo, profile, convert, reproduce. nnU-Net's CLI conventions (-d, -c, -device)."""
+"""``nnunet-fuse``: plan, env, demo, profile, convert, reproduce, export-fused. nnU-Net's CLI conventions."""
 from __future__ import annotations
 
 import argparse
@@ -55,6 +55,27 @@ def _reproduce(args: argparse.Namespace) -> int:
     except (ReproduceError, PlanningError, StepFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if not isinstance(e, StepFailed) else 1
+    return 0
+
+
+def _export_fused(args: argparse.Namespace) -> int:
+    import torch
+
+    if not _nnunet_folder("nnUNet_results") or not _nnunet_folder("nnUNet_preprocessed"):
+        return 2
+    os.environ["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    from nnunet_fuse.imagefusion.export import ExportError, export_fused
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model_folder = Path(get_output_folder(args.d, args.tr, args.p, args.c))
+    try:
+        written = export_fused(model_folder, Path(args.i), Path(args.o), args.f, args.chk, device)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} fused image(s) to {args.o}")
     return 0
 
 
@@ -226,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", default=None,
                      help="report folder (default nnUNet_results/DatasetXXX/nnunet_fuse_reproduce_CONFIG_BUDGET)")
     rep.set_defaults(func=_reproduce)
+
+    exp = sub.add_parser("export-fused", help="the fused image of every case (Fuse4Seg), aligned with the input scans")
+    exp.add_argument("-i", required=True, help="input folder with CASE_XXXX files, as for nnUNetv2_predict")
+    exp.add_argument("-o", required=True, help="output folder (one CASE file per case)")
+    exp.add_argument("-d", required=True, help="dataset ID or name")
+    exp.add_argument("-c", required=True, help="configuration")
+    exp.add_argument("-f", type=int, default=0, help="fold (default 0)")
+    exp.add_argument("-tr", default="nnUNetTrainerFuse4Seg", help="trainer (default nnUNetTrainerFuse4Seg)")
+    exp.add_argument("-p", default="nnUNetFuse4SegPlans", help="plans (default nnUNetFuse4SegPlans)")
+    exp.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+    exp.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
+    exp.set_defaults(func=_export_fused)
 
     demo = sub.add_parser("demo", help="synthetic data -> plan -> train -> predict -> Dice table + PNG")
     demo.add_argument("--workdir", default="nnunet_fuse_demo", help="output folder (default ./nnunet_fuse_demo)")

@@ -84,6 +84,20 @@ def test_bilevel_training_prediction_and_resume(two_channel_dataset):
         assert prediction.GetSize() == reference.GetSize()
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2, 3}
 
+    # the fused image of every test case, aligned with its input scan
+    fused_dir = workdir / "fused"
+    exported = run([str(BIN / "nnunet-fuse"), "export-fused", "-i", str(raw / "imagesTs"), "-o", str(fused_dir),
+                    "-d", str(MULTI_ID), "-c", "2d", "-f", "0", "-tr", trainer, "-device", "cpu"], env)
+    assert "wrote 2 fused image(s)" in exported.stdout
+    for image_file in sorted((raw / "imagesTs").glob("*_0000.nii.gz")):
+        original = sitk.ReadImage(str(image_file))
+        fused = sitk.ReadImage(str(fused_dir / image_file.name.replace("_0000.nii.gz", ".nii.gz")))
+        assert fused.GetSize() == original.GetSize()
+        for name in ("GetSpacing", "GetOrigin", "GetDirection"):
+            assert np.allclose(getattr(fused, name)(), getattr(original, name)())
+        values = sitk.GetArrayFromImage(fused)
+        assert values.min() >= 0 and values.max() <= 1 and values.std() > 0
+
     # a case with one of its two modalities missing stops with our message
     one_channel = workdir / "one_channel"
     one_channel.mkdir()
@@ -94,6 +108,9 @@ def test_bilevel_training_prediction_and_resume(two_channel_dataset):
                   "-nps", "0"], env, check=False)
     assert failed.returncode != 0
     assert "trained on 2 modalities" in failed.stdout + failed.stderr
+    failed = run([str(BIN / "nnunet-fuse"), "export-fused", "-i", str(one_channel), "-o", str(workdir / "bad2"),
+                  "-d", str(MULTI_ID), "-c", "2d", "-tr", trainer], env, check=False)
+    assert failed.returncode == 2 and "has 1 channel file(s)" in failed.stderr and "trained on 2" in failed.stderr
 
 
 def test_foreign_checkpoints_and_plans_are_refused(tmp_path):

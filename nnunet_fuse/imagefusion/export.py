@@ -1,0 +1,112 @@
+"""``nnunet-fuse export-fused``: the fused image of every case, as an image file aligned with the input scan.
+
+Each case goes through nnU-Net's own preprocessing for the trained configuration (cropping, resampling,
+normalisation), the trained fusion network runs over it with Gaussian-weighted sliding windows of the plan's patch
+size (slice by slice for 2d configurations), and the result is resampled back to the original geometry the way
+nnU-Net exports predictions (linear resampling, cropping reverted, axes transposed back). The file has the size,
+spacing, origin and direction of the case's first channel, so it opens on top of the originals in any viewer.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Callable, List, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class ExportError(RuntimeError):
+    """The model folder or an input case cannot be exported; the message says what to do."""
+
+
+def sliding_window_fuse(fusion: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor,
+                        patch_size: Sequence[int], step: float = 0.5) -> torch.Tensor:
+    """fusion over data (N, *spatial) → (*spatial), tiles of patch_size blended with nnU-Net's Gaussian weights.
+    A 2D patch on 3D data runs slice by slice along the first axis."""
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+
+    if data.ndim - 1 == len(patch_size) + 1:
+        return torch.stack([sliding_window_fuse(fusion, data[:, z], patch_size, step) for z in range(data.shape[1])])
+    shape = list(data.shape[1:])
+    padded_shape = [max(s, p) for s, p in zip(shape, patch_size)]
+    padding = [x for s, p in zip(reversed(shape), reversed(padded_shape)) for x in (0, p - s)]
+    data = F.pad(data, padding)
+    gaussian = compute_gaussian(tuple(patch_size), value_scaling_factor=10, dtype=torch.float32, device=data.device)
+    fused = torch.zeros(padded_shape, device=data.device)
+    weight = torch.zeros(padded_shape, device=data.device)
+    for starts in itertools.product(*compute_steps_for_sliding_window(tuple(padded_shape), tuple(patch_size), step)):
+        window = tuple(slice(s, s + p) for s, p in zip(starts, patch_size))
+        with torch.no_grad():
+            fused[window] += fusion(data[(slice(None), *window)][None])[0, 0].float() * gaussian
+        weight[window] += gaussian
+    return (fused / weight)[tuple(slice(0, s) for s in shape)]
+
+
+def case_files(input_folder: Path, file_ending: str, n_channels: int) -> dict:
+    """{case: [channel files]} of an nnU-Net input folder (CASE_XXXX<file_ending>); every case needs n_channels."""
+    from nnunetv2.utilities.utils import (create_lists_from_splitted_dataset_folder,
+                                          get_identifiers_from_splitted_dataset_folder)
+
+    identifiers = list(get_identifiers_from_splitted_dataset_folder(str(input_folder), file_ending))
+    if not identifiers:
+        raise ExportError(f"no CASE_XXXX{file_ending} files in {input_folder}")
+    lists = create_lists_from_splitted_dataset_folder(str(input_folder), file_ending, identifiers)
+    for case, files in zip(identifiers, lists):
+        if len(files) != n_channels:
+            raise ExportError(f"case {case} has {len(files)} channel file(s) in {input_folder}, the model was trained "
+                              f"on {n_channels}: give every case all {n_channels} (CASE_0000 ... "
+                              f"CASE_{n_channels - 1:04d}{file_ending})")
+    return dict(zip(identifiers, lists))
+
+
+def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fold: int,
+                 checkpoint_name: str = "checkpoint_final.pth", device: torch.device = torch.device("cpu"),
+                 log: Callable[[str], None] = print) -> List[Path]:
+    """Write output_folder/CASE<file_ending> (float32 in [0, 1]) for every case of input_folder; returns the paths."""
+    import SimpleITK as sitk
+    from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunet_fuse.architectures import Fuse4SegNet
+
+    if not (Path(model_folder) / f"fold_{fold}" / checkpoint_name).is_file():
+        raise ExportError(f"no {checkpoint_name} in {Path(model_folder) / f'fold_{fold}'}; train that fold first "
+                          f"(nnUNetv2_train ... -tr nnUNetTrainerFuse4Seg -p nnUNetFuse4SegPlans)")
+    predictor = nnUNetPredictor(device=device, verbose=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_folder), (fold,), checkpoint_name)
+    network = predictor.network._orig_mod if hasattr(predictor.network, "_orig_mod") else predictor.network
+    if not isinstance(network, Fuse4SegNet):
+        raise ExportError(f"{model_folder} holds a {type(network).__name__}, not a Fuse4Seg model: export-fused needs "
+                          f"a training with -tr nnUNetTrainerFuse4Seg -p nnUNetFuse4SegPlans")
+    network.load_state_dict(predictor.list_of_parameters[0])
+    network.to(device).eval()
+    plans_manager, cm, dataset_json = predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
+    file_ending = dataset_json["file_ending"]
+    cases = case_files(Path(input_folder), file_ending, network.input_channels)
+    Path(output_folder).mkdir(parents=True, exist_ok=True)
+    preprocessor = cm.preprocessor_class(verbose=False)
+    written = []
+    for i, (case, files) in enumerate(cases.items(), 1):
+        log(f"[{i}/{len(cases)}] fusing {case}")
+        data, _, properties = preprocessor.run_case(files, None, plans_manager, cm, dataset_json)
+        fused = sliding_window_fuse(network.fusion, torch.from_numpy(data).to(device), cm.patch_size)
+        spacing_transposed = [properties["spacing"][j] for j in plans_manager.transpose_forward]
+        shape_before_resampling = properties["shape_after_cropping_and_before_resampling"]
+        current_spacing = cm.spacing if len(cm.spacing) == len(shape_before_resampling) \
+            else [spacing_transposed[0], *cm.spacing]
+        fused = cm.resampling_fn_probabilities(fused[None].cpu().numpy(), shape_before_resampling, current_spacing,
+                                               spacing_transposed)[0]
+        full = insert_crop_into_image(np.zeros(properties["shape_before_cropping"], dtype=np.float32),
+                                      np.asarray(fused, dtype=np.float32), properties["bbox_used_for_cropping"])
+        full = np.clip(full.transpose(plans_manager.transpose_backward), 0, 1)
+        reference = sitk.ReadImage(files[0])
+        if full.shape != sitk.GetArrayViewFromImage(reference).shape:
+            raise ExportError(f"case {case}: fused image shape {full.shape} does not match {files[0]}")
+        image = sitk.GetImageFromArray(full.astype(np.float32))
+        image.CopyInformation(reference)
+        target = Path(output_folder) / f"{case}{file_ending}"
+        sitk.WriteImage(image, str(target), useCompression=True)
+        written.append(target)
+    return written
