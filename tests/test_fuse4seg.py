@@ -17,6 +17,7 @@ from nnunet_fuse.training.fuse4seg import check_checkpoint_trainer
 
 BIN = Path(sys.executable).parent
 MULTI_ID = 993
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,62 @@ def test_fuse4seg_trainer_refuses_other_plans(two_channel_dataset):
                   "-p", "nnUNetPlans", "-device", "cpu"], env, check=False)
     assert result.returncode != 0
     assert "needs Fuse4Seg plans" in result.stderr and "--method fuse4seg" in result.stderr
+
+
+def cropped_brats_cases(source: Path, target: Path, slices: int = 24, size: int = 160) -> Path:
+    """The real cases cut to a block of `slices` × size × size voxels around the tumour (geometry kept: SimpleITK
+    slicing moves the origin), so that whole-volume validation and prediction stay quick on a CPU."""
+    for case in sorted(p for p in source.iterdir() if (p / "OTMultiClass.nii.gz").is_file()):
+        label = sitk.ReadImage(str(case / "OTMultiClass.nii.gz"))
+        centre = np.argwhere(sitk.GetArrayViewFromImage(label) > 0).mean(0).astype(int)[::-1]  # x, y, z
+        extent = (size, size, slices)
+        start = [int(np.clip(c - e // 2, 0, n - e)) for c, e, n in zip(centre, extent, label.GetSize())]
+        box = tuple(slice(s, s + e) for s, e in zip(start, extent))
+        (target / case.name).mkdir(parents=True)
+        for name in ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz", "OTMultiClass.nii.gz"):
+            sitk.WriteImage(sitk.ReadImage(str(case / name))[box], str(target / case.name / name))
+    return target
+
+
+@pytest.mark.skipif(not (SHARED / "BraTS2015_FLAIR_T1c").is_dir(), reason="../shared/data/BraTS2015_FLAIR_T1c absent")
+def test_real_brats_cases_convert_train_predict_export(tmp_path):
+    """The 6 real BraTS cases (FLAIR, T1c; cut around the tumour): convert to regions, plan, a few bi-level iterations
+    on CPU, predict one case, export its fused image."""
+    env = nnunet_environment(tmp_path)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    source = cropped_brats_cases(SHARED / "BraTS2015_FLAIR_T1c", tmp_path / "BraTS2015_cropped")
+    run([str(BIN / "nnunet-fuse"), "convert", "brats", str(source)], env)
+    run([nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", "138", "-c", "2d", "-np", "1",
+         "--verify_dataset_integrity"], env)
+    run([str(BIN / "nnunet-fuse"), "plan", "-d", "138", "--method", "fuse4seg", "-c", "2d"], env)
+    # a CPU-sized patch and batch (the planned architecture is kept: the patch is a multiple of its total stride)
+    folder = tmp_path / "nnUNet_preprocessed" / "Dataset138_BraTS2015"
+    plans = json.loads((folder / "nnUNetFuse4SegPlans.json").read_text())
+    cfg = plans["configurations"]["2d"]
+    total_stride = np.prod(cfg["architecture"]["arch_kwargs"]["strides"], axis=0)
+    cfg["patch_size"], cfg["batch_size"] = [int(max(128, 2 * t)) for t in total_stride], 2
+    plans["plans_name"] = "nnUNetFuse4SegPlansCPU"
+    (folder / "nnUNetFuse4SegPlansCPU.json").write_text(json.dumps(plans, indent=2))
+    trainer, plans_name = "nnUNetTrainerFuse4Seg_2x4", "nnUNetFuse4SegPlansCPU"
+    run([nnunet_command("nnUNetv2_train"), "138", "2d", "0", "-tr", trainer, "-p", plans_name, "-device", "cpu"],
+        env)
+
+    case = "brats_2013_pat0001_1"
+    inputs = tmp_path / "case_in"
+    inputs.mkdir()
+    for channel in range(2):
+        name = f"{case}_{channel:04d}.nii.gz"
+        (inputs / name).symlink_to(tmp_path / "nnUNet_raw" / "Dataset138_BraTS2015" / "imagesTr" / name)
+    run([nnunet_command("nnUNetv2_predict"), "-i", str(inputs), "-o", str(tmp_path / "seg"), "-d", "138", "-c", "2d",
+         "-f", "0", "-tr", trainer, "-p", plans_name, "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"], env)
+    run([str(BIN / "nnunet-fuse"), "export-fused", "-i", str(inputs), "-o", str(tmp_path / "fused"), "-d", "138",
+         "-c", "2d", "-tr", trainer, "-p", plans_name, "-device", "cpu"], env)
+    flair = sitk.ReadImage(str(inputs / f"{case}_0000.nii.gz"))
+    segmentation = sitk.ReadImage(str(tmp_path / "seg" / f"{case}.nii.gz"))
+    fused = sitk.ReadImage(str(tmp_path / "fused" / f"{case}.nii.gz"))
+    for image in (segmentation, fused):
+        assert image.GetSize() == flair.GetSize()
+        assert np.allclose(image.GetSpacing(), flair.GetSpacing()) and np.allclose(image.GetOrigin(), flair.GetOrigin())
+    assert set(np.unique(sitk.GetArrayFromImage(segmentation))) <= {0, 1, 2, 3}
+    values = sitk.GetArrayFromImage(fused)
+    assert values.min() >= 0 and values.max() <= 1 and values.std() > 0

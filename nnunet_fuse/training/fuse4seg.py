@@ -206,7 +206,8 @@ class nnUNetTrainerFuse4Seg(nnUNetTrainer):
 
 
 class nnUNetTrainerFuse4Seg_2x4(nnUNetTrainerFuse4Seg):
-    """Smoke-test schedule: 2 epochs × 4 iterations, the first epoch fusion pre-training, the second bi-level."""
+    """Smoke-test schedule: 2 epochs × 4 iterations, the first epoch fusion pre-training, the second bi-level; no
+    mirroring (neither augmentation nor test-time), so that validating whole real volumes on a CPU stays quick."""
 
     fusion_pretrain_epochs = 1
 
@@ -214,3 +215,8 @@ class nnUNetTrainerFuse4Seg_2x4(nnUNetTrainerFuse4Seg):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 2, 4, 2
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None
