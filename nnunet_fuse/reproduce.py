@@ -207,16 +207,16 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
             title = f"[{i}/{len(methods)}] {method.label}, fold {fold}"
             command = [nnunet_command("nnUNetv2_train"), str(dataset_id), configuration, str(fold), "-tr", trainer,
                        "-p", plans_name, "-device", device]
-            if state != "finished":
-                (fold_folder / "validation" / "hd95.json").unlink(missing_ok=True)  # ours; recomputed after
             if state == "finished":
                 print(f"\n=== {title}: finished earlier, not retrained ({fold_folder})", flush=True)
-            elif state == "validate":
-                run_step(f"{title}: validation of the finished training", command + ["--val"], env, log)
             else:
-                what = "continuing from its latest checkpoint" if state == "continue" else "training"
-                run_step(f"{title}: {what} ({budget}: {epochs} epochs × {iterations} iterations)",
-                         command + (["--c"] if state == "continue" else []), env, log)
+                (fold_folder / "validation" / "hd95.json").unlink(missing_ok=True)  # ours: recomputed after
+                if state == "validate":
+                    run_step(f"{title}: validation of the finished training", command + ["--val"], env, log)
+                else:
+                    what = "continuing from its latest checkpoint" if state == "continue" else "training"
+                    run_step(f"{title}: {what} ({budget}: {epochs} epochs × {iterations} iterations)",
+                             command + (["--c"] if state == "continue" else []), env, log)
             per_fold[fold] = fold_result(fold_folder, dataset_json)
         params = count_parameters(preprocessed / f"{plans_name}.json", preprocessed / "dataset.json", configuration)
         rows.append(summarise(key, method.label, trainer, plans_name, per_fold, params))
@@ -235,19 +235,17 @@ def summarise(key: str, label: str, trainer: str, plans_name: str, per_fold: Dic
     folds = list(per_fold.values())
     names = list(folds[0]["dice"])
 
-    def mean(field: str) -> Optional[float]:
-        values = [f[field] for f in folds if f[field] is not None]
-        return float(np.mean(values)) if values else None
-
-    def mean_hd95(name: str) -> Optional[float]:
-        values = [f["hd95"][name] for f in folds if f["hd95"][name] is not None]
+    def mean(values) -> Optional[float]:
+        """Mean of the defined values (None where nothing is defined)."""
+        values = [v for v in values if v is not None]
         return float(np.mean(values)) if values else None
 
     return {"method": key, "label": label, "trainer": trainer, "plans": plans_name,
-            "dice": {n: float(np.mean([f["dice"][n] for f in folds])) for n in names},
-            "hd95": {n: mean_hd95(n) for n in names},
-            "mean_dice": mean("mean_dice"), "mean_hd95": mean("mean_hd95"), "train_seconds": mean("train_seconds"),
-            "peak_memory_mb": mean("peak_memory_mb"), "peak_memory_kind": folds[0]["peak_memory_kind"],
+            "dice": {n: mean(f["dice"][n] for f in folds) for n in names},
+            "hd95": {n: mean(f["hd95"][n] for f in folds) for n in names},
+            **{field: mean(f[field] for f in folds)
+               for field in ("mean_dice", "mean_hd95", "train_seconds", "peak_memory_mb")},
+            "peak_memory_kind": folds[0]["peak_memory_kind"],
             "parameters": params, "per_fold": {str(k): v for k, v in per_fold.items()}}
 
 
