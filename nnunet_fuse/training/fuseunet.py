@@ -10,7 +10,6 @@ from typing import Tuple
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
@@ -44,11 +43,8 @@ class nnUNetTrainerFuseUNet(nnUNetTrainer):
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
         check_fuseunet_configuration(configuration_manager, plans_manager.plans_name, "FuseUNet trainers")
-        return get_network_from_plans(configuration_manager.network_arch_class_name,
-                                      configuration_manager.network_arch_init_kwargs,
-                                      configuration_manager.network_arch_init_kwargs_req_import,
-                                      num_input_channels, num_output_channels, allow_init=True,
-                                      deep_supervision=enable_deep_supervision)
+        return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                        num_output_channels, enable_deep_supervision)
 
 
 class nnUNetTrainerFuseUNetDS(nnUNetTrainerFuseUNet):
