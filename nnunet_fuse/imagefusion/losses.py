@@ -61,7 +61,8 @@ def gradient_loss(fused: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 
 def correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Pearson correlation of two feature maps per sample over all other axes: (B, ...) × (B, ...) → (B,)."""
-    a, b = a.flatten(1).float(), b.flatten(1).float()  # float32 sums: fp16 overflows on large volumes
+    dtype = torch.promote_types(a.dtype, torch.float32)  # at least float32: fp16 sums overflow on large volumes
+    a, b = a.flatten(1).to(dtype), b.flatten(1).to(dtype)
     a = a - a.mean(dim=1, keepdim=True)
     b = b - b.mean(dim=1, keepdim=True)
     return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
