@@ -20,7 +20,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from nnunet_fuse.commands import nnunet_command, run_step
-from nnunet_fuse.planning import count_parameters, find_dataset_folder, write_plans_variant
+from nnunet_fuse.planning import (MARKER_KEY, PlanningError, count_parameters, find_dataset_folder, load_overlay,
+                                  variant_plans_name, write_plans_variant)
 from nnunet_fuse.reporting import format_table
 from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
 
@@ -166,6 +167,25 @@ def published_reference(dataset_name: str) -> Optional[dict]:
     return None
 
 
+def method_plans(preprocessed_root: Path, dataset_id: int, overlay: Optional[str], configuration: str) -> str:
+    """The plans name a method trains with: nnU-Net's own, or the method's variant of nnUNetPlans. An existing
+    variant of ours that holds the configuration is used as it is (trained models may depend on it); else the
+    variant is written with every configuration, as `nnunet-fuse plan` writes it by default."""
+    if overlay is None:
+        return "nnUNetPlans"
+    name = variant_plans_name("nnUNetPlans", load_overlay(overlay)["plans_infix"])
+    existing = find_dataset_folder(preprocessed_root, dataset_id) / f"{name}.json"
+    if existing.is_file():
+        plans = json.loads(existing.read_text())
+        if MARKER_KEY in plans and configuration in plans["configurations"]:
+            return name
+    try:
+        return str(write_plans_variant(preprocessed_root, dataset_id, overlay)["plans_name"])
+    except PlanningError as e:
+        raise ReproduceError(f"{e} (to add configuration '{configuration}' to it: nnunet-fuse plan -d {dataset_id} "
+                             f"--method {overlay} --overwrite)") from e
+
+
 def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds: Sequence[int], budget: str,
               device: str, env: Dict[str, str], out_folder: Optional[Path] = None,
               n_processes: Optional[int] = None) -> dict:
@@ -193,11 +213,7 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
     rows = []
     for i, key in enumerate(methods, 1):
         method = METHODS[key]
-        plans_name = "nnUNetPlans"
-        if method.overlay:
-            variant = write_plans_variant(folders["nnUNet_preprocessed"], dataset_id, method.overlay,
-                                          configurations=[configuration])
-            plans_name = str(variant["plans_name"])
+        plans_name = method_plans(folders["nnUNet_preprocessed"], dataset_id, method.overlay, configuration)
         trainer = f"{method.trainer_prefix}_{budget}"
         training_folder = folders["nnUNet_results"] / raw.name / f"{trainer}__{plans_name}__{configuration}"
         per_fold = {}

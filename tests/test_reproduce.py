@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_ID, run
+from nnunet_fuse.planning import write_plans_variant
 from nnunet_fuse.reproduce import (ReproduceError, fold_state, label_names, nnunet_folders, parse_methods,
                                    published_reference)
 
@@ -49,6 +50,8 @@ def test_label_names_and_published_reference():
 
 def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
     workdir, env, raw = planned_dataset
+    # the user planned FuseUNet earlier for every configuration: reproduce trains with that variant as it is
+    write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "fuseunet")
     out = tmp_path / "report"
     command = [str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--budget", "smoke",
                "-device", "cpu", "-o", str(out)]
