@@ -5,6 +5,7 @@ dynamic_network_architectures encoder composed with a fusion decoder, nothing mo
 """
 from __future__ import annotations
 
+import pydoc
 from typing import List, Sequence, Tuple, Type, Union
 
 import numpy as np
@@ -19,6 +20,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
+from nnunet_fuse.imagefusion.network import FusionNetwork
 from nnunet_fuse.ode.decoder import FuseUNetDecoder
 
 IntOrSeq = Union[int, List[int], Tuple[int, ...]]
@@ -137,10 +139,6 @@ class Fuse4SegNet(nn.Module):
                  fusion_channels: int = 16, fusion_base_blocks: int = 1, fusion_detail_blocks: int = 2,
                  feed_originals: bool = False, **segmentation_kwargs):
         super().__init__()
-        import pydoc
-
-        from nnunet_fuse.imagefusion.network import FusionNetwork
-
         if input_channels < 2:
             raise ValueError(f"Fuse4Seg fuses N >= 2 modalities, the dataset has {input_channels} channel; use "
                              f"nnU-Net's own plans (or FuseUNet) for single-channel data")

@@ -94,6 +94,14 @@ def _copy_case(images: Sequence[Path], label: Optional[Path], out: Path, case: s
     sitk.WriteImage(result, str(out / "labelsTr" / f"{case}.nii.gz"), useCompression=True)
 
 
+def _adopt(converted: Path, out: Path) -> None:
+    """Move what an nnunetv2 converter wrote below a scratch nnUNet_raw (converted) into the staging folder out,
+    and remove the scratch folder (converted's parent, inside out)."""
+    for item in converted.iterdir():
+        item.rename(out / item.name)
+    shutil.rmtree(converted.parent)
+
+
 def _write_dataset_json(out: Path, channels: Dict[str, str], labels: dict, num_training: int, **extra) -> None:
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
@@ -184,9 +192,7 @@ def convert_msd(task_folder: PathLike, raw_root: PathLike, dataset_id: Optional[
         with _environment(nnUNet_raw=str(scratch), nnUNet_preprocessed=str(scratch / "p"),
                           nnUNet_results=str(scratch / "r")):
             convert_msd_dataset(str(src), dataset_id, num_processes)
-        for item in (scratch / name).iterdir():
-            item.rename(out / item.name)
-        shutil.rmtree(scratch)
+        _adopt(scratch / name, out)
     return Path(raw_root) / name
 
 
@@ -249,9 +255,7 @@ def convert_kits23(dataset_folder: PathLike, raw_root: PathLike, dataset_id: int
     with staged_dataset(raw_root, name) as out:
         with _module_attribute(nnunet_kits, "nnUNet_raw", str(out / "_nnunet")):
             nnunet_kits.convert_kits2023(str(src), dataset_id)
-        for item in (out / "_nnunet" / name).iterdir():
-            item.rename(out / item.name)
-        shutil.rmtree(out / "_nnunet")
+        _adopt(out / "_nnunet" / name, out)
     return Path(raw_root) / name
 
 

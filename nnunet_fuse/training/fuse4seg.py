@@ -16,6 +16,7 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
@@ -23,19 +24,7 @@ from torch._dynamo import OptimizedModule
 
 from nnunet_fuse.imagefusion.losses import (decomposition_loss, gradient_loss, intensity_loss,
                                             reconstruction_loss)
-
-FUSE4SEG_NETWORK_CLASS = "nnunet_fuse.architectures.Fuse4SegNet"
-
-
-def check_fuse4seg_configuration(configuration_manager: ConfigurationManager, plans_name: str,
-                                 trainer_name: str) -> None:
-    """Stop early, saying what to run, when a plans configuration does not name the Fuse4Seg network."""
-    network = configuration_manager.network_arch_class_name
-    if network != FUSE4SEG_NETWORK_CLASS:
-        raise RuntimeError(
-            f"{trainer_name} needs Fuse4Seg plans, but plans '{plans_name}' name the network '{network}'. Write them "
-            f"with `nnunet-fuse plan -d <dataset> --method fuse4seg` and train with `-p nnUNetFuse4SegPlans`.")
-
+from nnunet_fuse.training.plans_check import check_plans_network
 
 def check_checkpoint_trainer(checkpoint: dict, trainer_name: str, filename: str) -> None:
     """A checkpoint written by another trainer lacks the fusion optimiser (or the fusion network): refuse it."""
@@ -73,7 +62,8 @@ class nnUNetTrainerFuse4Seg(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        check_fuse4seg_configuration(self.configuration_manager, self.plans_manager.plans_name, type(self).__name__)
+        check_plans_network(self.configuration_manager, self.plans_manager.plans_name, type(self).__name__,
+                            "fuse4seg")
         self.fusion_optimizer: Optional[torch.optim.Optimizer] = None
         self.fusion_grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
 
@@ -81,7 +71,7 @@ class nnUNetTrainerFuse4Seg(nnUNetTrainer):
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
-        check_fuse4seg_configuration(configuration_manager, plans_manager.plans_name, "nnUNetTrainerFuse4Seg")
+        check_plans_network(configuration_manager, plans_manager.plans_name, "nnUNetTrainerFuse4Seg", "fuse4seg")
         return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                         num_output_channels, enable_deep_supervision)
 
@@ -105,8 +95,6 @@ class nnUNetTrainerFuse4Seg(nnUNetTrainer):
         model = self.model()
         optimizer = torch.optim.SGD(model.segmentation.parameters(), self.initial_lr, weight_decay=self.weight_decay,
                                     momentum=0.99, nesterov=True)
-        from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-
         self.fusion_optimizer = torch.optim.AdamW(model.fusion.parameters(), self.fusion_lr, weight_decay=1e-4)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 

@@ -13,18 +13,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-FUSEUNET_NETWORK_CLASSES = ("nnunet_fuse.architectures.FuseUNet", "nnunet_fuse.architectures.FuseResEncUNet")
-
-
-def check_fuseunet_configuration(configuration_manager: ConfigurationManager, plans_name: str,
-                                 trainer_name: str) -> None:
-    """Stop early, saying what to run, when a plans configuration does not name a FuseUNet network."""
-    network = configuration_manager.network_arch_class_name
-    if network not in FUSEUNET_NETWORK_CLASSES:
-        raise RuntimeError(
-            f"{trainer_name} needs FuseUNet plans, but plans '{plans_name}' name the network '{network}'. "
-            f"Write FuseUNet plans with `nnunet-fuse plan -d <dataset> --method fuseunet` and train with "
-            f"`-p nnUNetFuseUNetPlans`.")
+from nnunet_fuse.training.plans_check import check_plans_network
 
 
 class nnUNetTrainerFuseUNet(nnUNetTrainer):
@@ -33,8 +22,8 @@ class nnUNetTrainerFuseUNet(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        check_fuseunet_configuration(self.configuration_manager, self.plans_manager.plans_name,
-                                     type(self).__name__)
+        check_plans_network(self.configuration_manager, self.plans_manager.plans_name, type(self).__name__,
+                            "fuseunet")
         self.enable_deep_supervision = False
         self.initial_lr = 1e-3
 
@@ -42,7 +31,7 @@ class nnUNetTrainerFuseUNet(nnUNetTrainer):
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
-        check_fuseunet_configuration(configuration_manager, plans_manager.plans_name, "FuseUNet trainers")
+        check_plans_network(configuration_manager, plans_manager.plans_name, "FuseUNet trainers", "fuseunet")
         return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                         num_output_channels, enable_deep_supervision)
 
