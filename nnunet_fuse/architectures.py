@@ -190,7 +190,11 @@ def parameter_counts(network: nn.Module) -> dict:
     """{"total", "encoder", "decoder"} parameter counts of an encoder/decoder network.
 
     decoder = total - encoder: nnU-Net's UNetDecoder holds the encoder as a submodule, so its .parameters() repeat it.
+    A Fuse4SegNet adds {"fusion"}: its fusion network (total = fusion + encoder + decoder).
     """
     total = sum(p.numel() for p in network.parameters())
     encoder = sum(p.numel() for p in network.encoder.parameters())
+    if isinstance(network, Fuse4SegNet):
+        fusion = sum(p.numel() for p in network.fusion.parameters())
+        return {"total": total, "fusion": fusion, "encoder": encoder, "decoder": total - fusion - encoder}
     return {"total": total, "encoder": encoder, "decoder": total - encoder}

@@ -20,8 +20,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from nnunet_fuse.commands import nnunet_command, run_step
-from nnunet_fuse.planning import (MARKER_KEY, PlanningError, count_parameters, find_dataset_folder, load_overlay,
-                                  variant_plans_name, write_plans_variant)
+from nnunet_fuse.planning import (MARKER_KEY, PlanningError, check_input_channels, count_parameters,
+                                  find_dataset_folder, load_overlay, variant_plans_name, write_plans_variant)
 from nnunet_fuse.reporting import format_table
 from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
 
@@ -40,8 +40,9 @@ class Method:
 METHODS: Dict[str, Method] = {
     "nnunet": Method("nnU-Net default", None, "nnUNetTrainer"),
     "fuseunet": Method("FuseUNet", "fuseunet", "nnUNetTrainerFuseUNet"),
+    "fuse4seg": Method("Fuse4Seg", "fuse4seg", "nnUNetTrainerFuse4Seg"),
 }
-NOT_YET = {"fuse4seg": "Fuse4Seg (issue 3)", "hifuse": "HiFuse (issue 4)"}
+NOT_YET = {"hifuse": "HiFuse (issue 4)"}
 
 # nnU-Net (original) in "nnU-Net Revisited" (MICCAI 2024), 5-fold cross-validation mean Dice (%), 1000 epochs
 PUBLISHED = [(re.compile(r"ACDC", re.I), "ACDC", 91.54), (re.compile(r"KiTS(20)?23", re.I), "KiTS23", 86.04),
@@ -195,6 +196,12 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
     folders = nnunet_folders(env)
     raw = raw_dataset_folder(folders["nnUNet_raw"], dataset_id)
     dataset_json = json.loads((raw / "dataset.json").read_text())
+    for key in methods:  # before any work: a method that cannot run on this dataset (Fuse4Seg on one channel)
+        if METHODS[key].overlay is not None:
+            try:
+                check_input_channels(load_overlay(METHODS[key].overlay), raw / "dataset.json")
+            except PlanningError as e:
+                raise ReproduceError(str(e)) from e
     default_out = folders["nnUNet_results"] / raw.name / f"nnunet_fuse_reproduce_{configuration}_{budget}"
     out_folder = Path(out_folder or default_out)
     out_folder.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import torch
 
 from conftest import TINY_ID, run
 from nnunet_fuse.commands import nnunet_command, nnunet_environment
-from nnunet_fuse.datasets.synthetic import make_synthetic_dataset
+from nnunet_fuse.datasets.synthetic import make_case, make_synthetic_dataset
 from nnunet_fuse.planning import PlanningError, write_plans_variant
 from nnunet_fuse.training.fuse4seg import check_checkpoint_trainer
 
@@ -185,3 +185,53 @@ def test_real_brats_cases_convert_train_predict_export(tmp_path):
     assert set(np.unique(sitk.GetArrayFromImage(segmentation))) <= {0, 1, 2, 3}
     values = sitk.GetArrayFromImage(fused)
     assert values.min() >= 0 and values.max() <= 1 and values.std() > 0
+
+
+def write_brats2021_layout(folder: Path, n_cases: int, shape=(12, 32, 32), seed: int = 5) -> Path:
+    """Synthetic 4-modality cases in the BraTS 2021 download layout: BraTS2021_XXXXX/BraTS2021_XXXXX_{flair, t1,
+    t1ce, t2, seg}.nii.gz, labels 0 / 1 necrosis / 2 oedema / 4 enhancing (nested as tumours are: an oedema sphere,
+    a necrotic box and an enhancing rod)."""
+    rng = np.random.default_rng(seed)
+    brats_label = np.array([0, 2, 1, 4], dtype=np.uint8)  # synthetic sphere, box, rod → oedema, necrosis, enhancing
+    for i in range(n_cases):
+        case = f"BraTS2021_{i:05d}"
+        (folder / case).mkdir(parents=True)
+        images, label = make_case(shape, rng, channels=4)
+        arrays = {**dict(zip(("flair", "t1", "t1ce", "t2"), images)), "seg": brats_label[label]}
+        for suffix, array in arrays.items():
+            sitk.WriteImage(sitk.GetImageFromArray(array), str(folder / case / f"{case}_{suffix}.nii.gz"))
+    return folder
+
+
+def test_brats2021_layout_through_reproduce_and_predict(tmp_path):
+    """BraTS 2021 (4 modalities) through nnunetv2's converter, then `nnunet-fuse reproduce --methods fuse4seg`
+    (plans, the same-budget Fuse4Seg trainer through nnUNetv2_train, validation, report) and nnUNetv2_predict."""
+    env = nnunet_environment(tmp_path)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    source = write_brats2021_layout(tmp_path / "BraTS2021_TrainingData", n_cases=6)
+    run([str(BIN / "nnunet-fuse"), "convert", "brats", str(source)], env)
+    raw = tmp_path / "nnUNet_raw" / "Dataset137_BraTS2021"
+    assert len(json.loads((raw / "dataset.json").read_text())["channel_names"]) == 4
+    out = tmp_path / "report"
+    result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", "137", "-c", "2d", "--methods", "fuse4seg", "--budget",
+                  "smoke", "-device", "cpu", "-np", "1", "-o", str(out)], env)
+    assert "Fuse4Seg, fold 0: training (smoke: 2 epochs × 4 iterations)" in result.stdout
+    row = json.loads((out / "results.json").read_text())["methods"][0]
+    assert row["trainer"] == "nnUNetTrainerFuse4Seg_smoke" and row["plans"] == "nnUNetFuse4SegPlans"
+    assert set(row["dice"]) == {"whole tumor", "tumor core", "enhancing tumor"}
+    assert all(0 <= d <= 1 for d in row["dice"].values())
+    counts = row["parameters"]
+    assert counts["fusion"] > 0 and counts["total"] == counts["fusion"] + counts["encoder"] + counts["decoder"]
+    fold = next((tmp_path / "nnUNet_results" / raw.name).glob("nnUNetTrainerFuse4Seg_smoke__*")) / "fold_0"
+    assert "fusion pre-training epochs = 1" in next(fold.glob("training_log_*.txt")).read_text()
+
+    inputs = tmp_path / "case_in"
+    inputs.mkdir()
+    for channel in range(4):
+        name = f"BraTS2021_00000_{channel:04d}.nii.gz"
+        (inputs / name).symlink_to(raw / "imagesTr" / name)
+    run([nnunet_command("nnUNetv2_predict"), "-i", str(inputs), "-o", str(tmp_path / "seg"), "-d", "137", "-c", "2d",
+         "-f", "0", "-tr", "nnUNetTrainerFuse4Seg_smoke", "-p", "nnUNetFuse4SegPlans", "-device", "cpu",
+         "--disable_tta", "-npp", "0", "-nps", "0"], env)
+    segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "seg" / "BraTS2021_00000.nii.gz")))
+    assert segmentation.shape == (12, 32, 32) and set(np.unique(segmentation)) <= {0, 1, 2, 3}

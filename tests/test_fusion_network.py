@@ -39,6 +39,30 @@ def test_coupling_inverse_is_exact(dims):
         InvertibleCoupling(CONV[dims], 7)
 
 
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_activations_stay_in_float16_range_at_nnunet_initialisation(dims):
+    """Regression (H100, AMP, real BraTS): with CDDFuse's unbounded exp(ρ) the detail branch reached 2e7 at nnU-Net's
+    He initialisation, past float16's 65504, and every loss was NaN. The coupling's scale is now bounded by e."""
+    from nnunet_fuse.architectures import Fuse4SegNet
+
+    torch.manual_seed(0)
+    net = FusionNetwork(CONV[dims], channels=16, detail_blocks=2)
+    net.apply(Fuse4SegNet.initialize)  # as nnU-Net initialises (get_network_from_plans)
+    largest = {}
+    for name, module in net.named_children():
+        module.register_forward_hook(lambda m, i, o, name=name: largest.__setitem__(name, o.abs().max().item()))
+    with torch.no_grad():
+        net(torch.randn(2, 2, *[32] * dims))
+    assert max(largest.values()) < 1e3, largest
+    block = net.fuse_detail
+    x2 = torch.randn(1, 8, *[4] * dims)
+    with torch.no_grad():
+        for conv in block.rho.modules():
+            if isinstance(conv, CONV[dims]):
+                conv.weight.mul_(1e3)  # an extreme ρ
+        assert block.log_scale(x2).abs().max() <= 1.0
+
 def test_transposed_attention_is_channel_wise_and_size_agnostic():
     attention = TransposedAttention(nn.Conv2d, 8, heads=2)
     for shape in [(5, 7), (32, 30)]:  # the attention map does not depend on the number of voxels
@@ -81,7 +105,7 @@ def test_fuse4seg_net_is_one_module_fusion_then_segmentation(dims, feed_original
                       segmentation_network="dynamic_network_architectures.architectures.unet.PlainConvUNet",
                       deep_supervision=True, fusion_channels=8, feed_originals=feed_originals,
                       **plain_unet_kwargs(dims))
-    Fuse4SegNet.initialize(net)
+    net.apply(Fuse4SegNet.initialize)
     assert net.segmentation.encoder.stages[0][0].convs[0].conv.in_channels == (3 if feed_originals else 1)
     x = torch.randn(2, 2, *[16] * dims)
     outputs = net(x)

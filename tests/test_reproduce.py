@@ -15,9 +15,10 @@ BIN = Path(sys.executable).parent
 
 def test_parse_methods():
     assert parse_methods("nnunet, FuseUNet") == ["nnunet", "fuseunet"]
+    assert parse_methods("nnunet,fuse4seg") == ["nnunet", "fuse4seg"]
     with pytest.raises(ReproduceError, match="not available yet"):
-        parse_methods("nnunet,fuse4seg")
-    with pytest.raises(ReproduceError, match="unknown method 'unet'.*available: nnunet, fuseunet"):
+        parse_methods("nnunet,hifuse")
+    with pytest.raises(ReproduceError, match="unknown method 'unet'.*available: nnunet, fuseunet, fuse4seg"):
         parse_methods("unet")
     with pytest.raises(ReproduceError, match="twice"):
         parse_methods("nnunet,nnunet")
@@ -102,6 +103,9 @@ def test_reproduce_cli_errors(planned_dataset):
     result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--methods", "hifuse"],
                  env, check=False)
     assert result.returncode == 2 and "not available yet" in result.stderr
+    result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--methods", "fuse4seg"],
+                 env, check=False)
+    assert result.returncode == 2 and "needs at least 2 image channels" in result.stderr
     result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", "555", "-c", "2d"], env, check=False)
     assert result.returncode == 2 and "Dataset555_*" in result.stderr and "convert it first" in result.stderr
     result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "3d_lowres"], env, check=False)

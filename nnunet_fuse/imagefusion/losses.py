@@ -79,14 +79,11 @@ def decomposition_loss(base: Sequence[torch.Tensor], detail: Sequence[torch.Tens
     return torch.stack(terms).mean()
 
 
-def _gaussian_window(size: int, sigma: float, dims: int, like: torch.Tensor) -> torch.Tensor:
+def _gaussian_kernel(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    """Normalised 1D Gaussian of ``size`` taps; the ND window is its outer product, applied axis by axis."""
     coords = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
     g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    window = g
-    for _ in range(dims - 1):
-        window = window.unsqueeze(-1) * g
-    return window.reshape(1, 1, *(size,) * dims)
+    return g / g.sum()
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float = 1.5,
@@ -101,12 +98,17 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float =
         raise ValueError(f"ssim needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     b, c = x.shape[:2]
-    window = _gaussian_window(window_size, sigma, dims, x)
+    kernel = _gaussian_kernel(window_size, sigma, x)
     pad = (window_size // 2,) * (2 * dims)
 
     def local_mean(t: torch.Tensor) -> torch.Tensor:
+        """Gaussian-weighted local mean, separable: one 1D pass per axis (window_size·D taps, not window_size^D)."""
         t = F.pad(t.reshape(b * c, 1, *t.shape[2:]), pad, mode="replicate")
-        return _CONV[dims](t, window)
+        for axis in range(dims):
+            shape = [1, 1] + [1] * dims
+            shape[2 + axis] = window_size
+            t = _CONV[dims](t, kernel.reshape(shape))
+        return t
 
     mu_x, mu_y = local_mean(x), local_mean(y)
     var_x = local_mean(x * x) - mu_x ** 2

@@ -105,24 +105,32 @@ class DepthwiseResidual(nn.Sequential):
 
 class InvertibleCoupling(nn.Module):
     """Affine coupling (CDDFuse's detail block) on channel halves (x1, x2):
-    x2' = x2 + φ(x1);  x1' = x1 · exp(ρ(x2')) + η(x2').  Exactly invertible (``inverse``). (B, C, *S), C even."""
+    x2' = x2 + φ(x1);  x1' = x1 · exp(s(x2')) + η(x2'),  s = max_log_scale · tanh(ρ / max_log_scale).
+    Exactly invertible (``inverse``). (B, C, *S), C even.
 
-    def __init__(self, conv_op: Type[nn.Module], channels: int):
+    The log-scale is bounded (as in Glow-style flows): CDDFuse's unbounded exp(ρ) compounds over the blocks; at
+    nnU-Net's He initialisation on real MRI it reached 2·10^7 in float32, past float16's range (AMP gave NaN)."""
+
+    def __init__(self, conv_op: Type[nn.Module], channels: int, max_log_scale: float = 1.0):
         super().__init__()
         if channels % 2:
             raise ValueError(f"InvertibleCoupling needs an even channel count, got {channels}")
         half = channels // 2
+        self.max_log_scale = max_log_scale
         self.phi, self.rho, self.eta = (DepthwiseResidual(conv_op, half) for _ in range(3))
+
+    def log_scale(self, x2: torch.Tensor) -> torch.Tensor:
+        return self.max_log_scale * torch.tanh(self.rho(x2) / self.max_log_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = x.chunk(2, dim=1)
         x2 = x2 + self.phi(x1)
-        x1 = x1 * torch.exp(self.rho(x2)) + self.eta(x2)
+        x1 = x1 * torch.exp(self.log_scale(x2)) + self.eta(x2)
         return torch.cat([x1, x2], dim=1)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         y1, y2 = y.chunk(2, dim=1)
-        x1 = (y1 - self.eta(y2)) * torch.exp(-self.rho(y2))
+        x1 = (y1 - self.eta(y2)) * torch.exp(-self.log_scale(y2))
         return torch.cat([x1, y2 - self.phi(x1)], dim=1)
 
 

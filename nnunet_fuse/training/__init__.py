@@ -18,6 +18,10 @@ from nnunet_fuse.training.budget import (
     nnUNetTrainerFuseUNet_small,
     nnUNetTrainerFuseUNet_medium,
     nnUNetTrainerFuseUNet_paper,
+    nnUNetTrainerFuse4Seg_smoke,
+    nnUNetTrainerFuse4Seg_small,
+    nnUNetTrainerFuse4Seg_medium,
+    nnUNetTrainerFuse4Seg_paper,
 )
 from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg, nnUNetTrainerFuse4Seg_2x4
 
@@ -39,4 +43,8 @@ __all__ = [
     "nnUNetTrainerFuseUNet_paper",
     "nnUNetTrainerFuse4Seg",
     "nnUNetTrainerFuse4Seg_2x4",
+    "nnUNetTrainerFuse4Seg_smoke",
+    "nnUNetTrainerFuse4Seg_small",
+    "nnUNetTrainerFuse4Seg_medium",
+    "nnUNetTrainerFuse4Seg_paper",
 ]

@@ -1,9 +1,10 @@
 """Same-budget trainers for ``nnunet-fuse reproduce``: every method trains on one named schedule.
 
-``nnUNetTrainer_<budget>`` (nnU-Net's own network) and ``nnUNetTrainerFuseUNet_<budget>`` share the schedule
-BUDGETS[budget] = (epochs, iterations per epoch, validation iterations per epoch). Short budgets use nnU-Net's
-lr 1e-2 for both (FuseUNet at the paper's 1e-3 does not start learning in short schedules); ``paper`` is nnU-Net's
-1000 × 250 with each method's own lr (nnU-Net 1e-2, FuseUNet 1e-3).
+``nnUNetTrainer_<budget>`` (nnU-Net's own network), ``nnUNetTrainerFuseUNet_<budget>`` and
+``nnUNetTrainerFuse4Seg_<budget>`` share the schedule BUDGETS[budget] = (epochs, iterations per epoch, validation
+iterations per epoch). Short budgets use nnU-Net's lr 1e-2 for the segmentation networks (FuseUNet at the paper's
+1e-3 does not start learning in short schedules); ``paper`` is nnU-Net's 1000 × 250 with each method's own lr
+(nnU-Net 1e-2, FuseUNet 1e-3). Fuse4Seg keeps its own settings (fusion pre-training for 5 % of the epochs).
 
 Each writes ``training_record.json`` beside its checkpoints when training ends: seconds spent in the training loop
 (this run; a resumed run counts from its restart), and peak memory (CUDA: max_memory_allocated; CPU: peak resident
@@ -21,6 +22,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
+from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg
 from nnunet_fuse.training.fuseunet import nnUNetTrainerFuseUNet, nnUNetTrainerFuseUNet_lr1e2
 
 
@@ -85,4 +87,20 @@ class nnUNetTrainerFuseUNet_medium(BudgetRecordMixin, nnUNetTrainerFuseUNet_lr1e
 
 
 class nnUNetTrainerFuseUNet_paper(BudgetRecordMixin, nnUNetTrainerFuseUNet):
+    budget = "paper"
+
+
+class nnUNetTrainerFuse4Seg_smoke(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
+    budget = "smoke"
+
+
+class nnUNetTrainerFuse4Seg_small(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
+    budget = "small"
+
+
+class nnUNetTrainerFuse4Seg_medium(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
+    budget = "medium"
+
+
+class nnUNetTrainerFuse4Seg_paper(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
     budget = "paper"

@@ -8,10 +8,12 @@ Per iteration (first-order bi-level, DESIGN.md §3):
 During the first ``fusion_pretrain_epochs`` epochs the leader trains as an autoencoder instead (SSIM + MSE
 reconstruction of every modality + the base/detail decomposition loss); the follower trains throughout.
 Both optimisers, both GradScalers (CUDA) and the phase are saved in checkpoints and restored with ``--c``.
+Multi-GPU (``-num_gpus > 1``): each step averages its own part's gradients over the ranks
+(nnunet_fuse.training.distributed); nnU-Net's DDP wrapper serves validation and checkpoints.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator, List, Optional
 
 import numpy as np
@@ -21,9 +23,11 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_fuse.imagefusion.losses import (decomposition_loss, gradient_loss, intensity_loss,
                                             reconstruction_loss)
+from nnunet_fuse.training.distributed import average_gradients
 from nnunet_fuse.training.plans_check import check_plans_network
 
 def check_checkpoint_trainer(checkpoint: dict, trainer_name: str, filename: str) -> None:
@@ -82,14 +86,9 @@ class nnUNetTrainerFuse4Seg(nnUNetTrainer):
         return max(1, self.num_epochs // 20)
 
     def model(self) -> nn.Module:
-        """The Fuse4SegNet itself (unwrapped from torch.compile)."""
-        return self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
-
-    def initialize(self):
-        if self.is_ddp:
-            raise RuntimeError("nnUNetTrainerFuse4Seg does not support multi-GPU (DDP) training yet: its two "
-                               "optimisers step different parts of the network. Train with -num_gpus 1.")
-        super().initialize()
+        """The Fuse4SegNet itself (unwrapped from DDP and torch.compile)."""
+        network = self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
+        return network._orig_mod if isinstance(network, OptimizedModule) else network
 
     def configure_optimizers(self):
         model = self.model()
@@ -112,14 +111,17 @@ class nnUNetTrainerFuse4Seg(nnUNetTrainer):
         self.print_to_log_file(f"Fuse4Seg phase: {phase}")
 
     def _step(self, optimizer: torch.optim.Optimizer, scaler, loss: torch.Tensor, parameters: List[nn.Parameter]):
+        """backward → average over ranks (DDP) → unscale (AMP) → clip to 12 → step."""
         if scaler is not None:
             scaler.scale(loss).backward()
+            average_gradients(parameters)
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(parameters, 12)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            average_gradients(parameters)
             torch.nn.utils.clip_grad_norm_(parameters, 12)
             optimizer.step()
 
@@ -135,26 +137,31 @@ class nnUNetTrainerFuse4Seg(nnUNetTrainer):
         segmentation_parameters = list(model.segmentation.parameters())
         fusion_parameters = list(model.fusion.parameters())
 
-        # follower: K steps on the detached fused image
-        with torch.no_grad(), self._autocast():
-            fused = model.fusion(data)
-        for _ in range(self.follower_steps):
-            self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                follower_loss = self.loss(model.segmentation(model.segmentation_input(data, fused)), target)
-            self._step(self.optimizer, self.grad_scaler, follower_loss, segmentation_parameters)
-
-        # leader: fusion losses (+ λ · segmentation loss through the frozen follower)
+        # one fusion forward serves both levels: the follower reads the fused image detached, the leader
+        # backpropagates through it (the follower's steps do not change the fusion network)
+        pretraining = self.current_epoch < self.pretrain_epochs
         self.fusion_optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             features = model.fusion.features(data)
+            with torch.no_grad() if pretraining else nullcontext():
+                fused = model.fusion.fuse(features)
+
+        # follower: K steps on the detached fused image
+        segmentation_input = model.segmentation_input(data, fused.detach())
+        for _ in range(self.follower_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                follower_loss = self.loss(model.segmentation(segmentation_input), target)
+            self._step(self.optimizer, self.grad_scaler, follower_loss, segmentation_parameters)
+
+        # leader: fusion losses (+ λ · segmentation loss through the frozen follower)
+        with self._autocast():
             rescaled = model.fusion.rescale(data)
             decomposition = decomposition_loss(features["base"], features["detail"])
-            if self.current_epoch < self.pretrain_epochs:
+            if pretraining:
                 leader_loss = reconstruction_loss(model.fusion.decode_each(features).float(), rescaled.float()) \
                     + self.decomposition_weight * decomposition
             else:
-                fused = model.fusion.fuse(features)
                 leader_loss = (self.intensity_weight * intensity_loss(fused, rescaled)
                                + self.gradient_weight * gradient_loss(fused.float(), rescaled.float())
                                + self.decomposition_weight * decomposition)
@@ -166,7 +173,12 @@ class nnUNetTrainerFuse4Seg(nnUNetTrainer):
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
-        self.print_to_log_file(f"fusion (leader) loss {np.mean([o['leader_loss'] for o in train_outputs]):.4f}")
+        leader_losses = [o["leader_loss"] for o in train_outputs]
+        if self.is_ddp:
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, leader_losses)
+            leader_losses = [loss for rank in gathered for loss in rank]
+        self.print_to_log_file(f"fusion (leader) loss {np.mean(leader_losses):.4f}")
 
     def save_checkpoint(self, filename: str) -> None:
         super().save_checkpoint(filename)

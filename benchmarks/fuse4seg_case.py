@@ -1,0 +1,130 @@
+"""One Fuse4Seg case as a figure and a metrics table: every modality, the fused image, the segmentation.
+
+    python benchmarks/fuse4seg_case.py --images CASE_0000.nii.gz CASE_0001.nii.gz --names FLAIR T1c \
+        --fused fused/CASE.nii.gz --segmentation validation/CASE.nii.gz --reference labelsTr/CASE.nii.gz \
+        --dataset-json dataset.json -o OUT
+
+The fused image is what ``nnunet-fuse export-fused`` wrote (in [0, 1]); each modality is put in [0, 1] by the
+fusion network's own rescaling (0.5–99.5 percentiles over the volume). Writes OUT/CASE.png (the axial slice with the
+largest reference tumour, cropped to the brain: modalities, fused image, fused image with the predicted regions'
+contours (solid) and the reference's (dashed)) and OUT/CASE_metrics.{json,md}: entropy, spatial frequency, mutual
+information and SSIM with each modality, on that slice (2D, the usual image-fusion setting) and on the brain's
+bounding box (3D); Dice per region of the case.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from nnunet_fuse.imagefusion.metrics import fusion_metrics
+from nnunet_fuse.imagefusion.network import RobustRescale
+from nnunet_fuse.reporting import format_table
+
+
+def read(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float64)  # (z, y, x)
+
+
+def regions_of(labels: np.ndarray, dataset_json: dict) -> dict:
+    """name → boolean mask for each foreground label or region of dataset.json."""
+    masks = {}
+    for name, value in dataset_json["labels"].items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if name != "background" and values != [0]:
+            masks[name] = np.isin(labels, values)
+    return masks
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", nargs="+", required=True, help="the case's channel files, in channel order")
+    parser.add_argument("--names", nargs="+", required=True, help="a name per channel")
+    parser.add_argument("--fused", required=True)
+    parser.add_argument("--segmentation", required=True, help="predicted label map")
+    parser.add_argument("--reference", help="reference label map (optional)")
+    parser.add_argument("--dataset-json", required=True, help="the dataset's dataset.json (labels / regions)")
+    parser.add_argument("-o", required=True)
+    args = parser.parse_args()
+    if len(args.names) != len(args.images):
+        parser.error(f"{len(args.images)} images but {len(args.names)} names")
+
+    out = Path(args.o)
+    out.mkdir(parents=True, exist_ok=True)
+    case = Path(args.fused).name.replace(".nii.gz", "")
+    raw = np.stack([read(Path(p)) for p in args.images])
+    sources = RobustRescale()(torch.from_numpy(raw)[None])[0].numpy()
+    fused = read(Path(args.fused))
+    segmentation = read(Path(args.segmentation)).astype(np.int64)
+    reference = read(Path(args.reference)).astype(np.int64) if args.reference else None
+    dataset_json = json.loads(Path(args.dataset_json).read_text())
+    if fused.shape != raw.shape[1:] or segmentation.shape != raw.shape[1:]:
+        raise SystemExit(f"shapes differ: images {raw.shape[1:]}, fused {fused.shape}, segmentation "
+                         f"{segmentation.shape}")
+
+    brain = np.argwhere(np.abs(raw).sum(0) > 0)
+    box = tuple(slice(lo, hi + 1) for lo, hi in zip(brain.min(0), brain.max(0)))
+    shown_mask = (reference if reference is not None else segmentation) > 0
+    z = int(np.argmax(shown_mask.reshape(shown_mask.shape[0], -1).sum(1)))
+    in_plane = box[1:]
+
+    slice_metrics = fusion_metrics(fused[z][in_plane], [s[z][in_plane] for s in sources], args.names)
+    volume_metrics = fusion_metrics(fused[box], [s[box] for s in sources], args.names)
+    predicted = regions_of(segmentation, dataset_json)
+    dice_per_region = ({n: dice(predicted[n], m) for n, m in regions_of(reference, dataset_json).items()}
+                       if reference is not None else {})
+    report = {"case": case, "slice_z": z, "brain_box": [[int(s.start), int(s.stop)] for s in box],
+              "slice_2d": slice_metrics, "brain_box_3d": volume_metrics, "dice": dice_per_region}
+    (out / f"{case}_metrics.json").write_text(json.dumps(report, indent=2))
+    rows = [["metric", f"slice z={z} (2D)", "brain box (3D)"]]
+    rows += [[k, f"{slice_metrics[k]:.3f}", f"{volume_metrics[k]:.3f}"] for k in slice_metrics]
+    text = (f"# {case}: Fuse4Seg fused image vs its modalities\n\n{format_table(rows)}\n\n"
+            f"MI in bits (64-bin joint histogram), entropy in bits (256 bins), modalities rescaled to [0, 1] as the "
+            f"fusion network does.\n")
+    if dice_per_region:
+        text += "\nDice of the predicted regions: " + ", ".join(f"{n} {d:.3f}" for n, d in dice_per_region.items())
+    (out / f"{case}_metrics.md").write_text(text + "\n")
+    print(text)
+    plot(case, z, in_plane, sources, args.names, fused, predicted,
+         regions_of(reference, dataset_json) if reference is not None else {}, out / f"{case}.png")
+
+
+def plot(case, z, in_plane, sources, names, fused, predicted, reference, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [*zip(names, sources), ("fused (Fuse4Seg)", fused), ("fused + segmentation", fused)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+    colours = ["yellow", "red", "cyan", "lime"]
+    for ax, (title, image) in zip(axes, panels):
+        ax.imshow(image[z][in_plane], cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    last = axes[-1]
+    for colour, name in zip(colours, predicted):
+        last.contour(predicted[name][z][in_plane], levels=[0.5], colors=colour, linewidths=1.2)
+        if name in reference:
+            last.contour(reference[name][z][in_plane], levels=[0.5], colors=colour, linewidths=0.8,
+                         linestyles="dashed")
+        last.plot([], [], color=colour, label=name)
+    last.legend(fontsize=7, loc="lower right", framealpha=0.6)
+    fig.suptitle(f"{case}, axial slice {z} (solid: prediction, dashed: reference)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    print(f"wrote {png}")
+
+
+if __name__ == "__main__":
+    main()
