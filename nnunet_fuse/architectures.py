@@ -15,11 +15,14 @@ from dynamic_network_architectures.building_blocks.helper import convert_conv_op
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.building_blocks.residual import BasicBlockD, BottleneckD
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
+from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He, init_last_bn_before_add_to_0
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
+from nnunet_fuse.hifuse.decoder import HFFSkipDecoder
+from nnunet_fuse.hifuse.encoder import HiFuseEncoder
 from nnunet_fuse.imagefusion.network import FusionNetwork
 from nnunet_fuse.ode.decoder import FuseUNetDecoder
 
@@ -29,7 +32,7 @@ IntOrSeq = Union[int, List[int], Tuple[int, ...]]
 def check_stage_arguments(n_stages: int, conv_op: Type[_ConvNd], **per_stage: Sequence) -> None:
     """Fail early, with the fix, when plans arguments do not fit the network (stages, dimensionality)."""
     if n_stages < 2:
-        raise ValueError(f"FuseUNet needs n_stages >= 2 (at least one skip and a bottleneck), got {n_stages}. "
+        raise ValueError(f"this network needs n_stages >= 2 (at least one skip and a bottleneck), got {n_stages}. "
                          f"Plan the dataset with a larger patch size or pick another configuration.")
     dim = convert_conv_op_to_dim(conv_op)
     for name, values in per_stage.items():
@@ -44,11 +47,11 @@ def check_stage_arguments(n_stages: int, conv_op: Type[_ConvNd], **per_stage: Se
                                  f"use plans of matching dimensionality (2d configuration ↔ Conv2d, 3d ↔ Conv3d)")
 
 
-class _FuseUNetBase(AbstractDynamicNetworkArchitectures):
-    """Encoder + FuseUNetDecoder. forward(x): x (B, C_in, *spatial) → logits (B, K, *spatial) or a DS list."""
+class _EncoderDecoder(AbstractDynamicNetworkArchitectures):
+    """Encoder + decoder. forward(x): x (B, C_in, *spatial) → logits (B, K, *spatial) or a DS list."""
 
     encoder: nn.Module
-    decoder: FuseUNetDecoder
+    decoder: nn.Module
 
     def forward(self, x: torch.Tensor):
         expected = convert_conv_op_to_dim(self.encoder.conv_op) + 2
@@ -58,14 +61,16 @@ class _FuseUNetBase(AbstractDynamicNetworkArchitectures):
         return self.decoder(self.encoder(x))
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]):
-        """Feature-map elements of encoder + decoder for one sample of spatial size input_size (nnU-Net's VRAM proxy)."""
-        if len(input_size) != self.decoder.dim:
-            raise ValueError(f"input_size must be the {self.decoder.dim} spatial axes only, got {list(input_size)}")
+        """Feature-map elements of encoder + decoder for one sample of spatial size input_size (nnU-Net's VRAM
+        proxy)."""
+        dim = convert_conv_op_to_dim(self.encoder.conv_op)
+        if len(input_size) != dim:
+            raise ValueError(f"input_size must be the {dim} spatial axes only, got {list(input_size)}")
         return (self.encoder.compute_conv_feature_map_size(input_size)
                 + self.decoder.compute_conv_feature_map_size(input_size))
 
 
-class FuseUNet(_FuseUNetBase):
+class FuseUNet(_EncoderDecoder):
     """nnU-Net's PlainConvEncoder + the FuseUNet multistep ODE decoder (arguments as PlainConvUNet's, minus the
     decoder convs, plus ``state_channels``, ``max_order``, ``corrector``)."""
 
@@ -94,7 +99,7 @@ class FuseUNet(_FuseUNetBase):
         InitWeights_He(1e-2)(module)
 
 
-class FuseResEncUNet(_FuseUNetBase):
+class FuseResEncUNet(_EncoderDecoder):
     """nnU-Net's ResidualEncoder (ResEnc M/L/XL plans) + the FuseUNet multistep ODE decoder."""
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
@@ -123,6 +128,66 @@ class FuseResEncUNet(_FuseUNetBase):
     def initialize(module: nn.Module) -> None:
         InitWeights_He(1e-2)(module)
         init_last_bn_before_add_to_0(module)
+
+
+class HiFuseUNet(_EncoderDecoder):
+    """HiFuseEncoder (local CNN + global window attention, fused stage by stage by HFF blocks) + nnU-Net's UNetDecoder.
+    Arguments as PlainConvUNet's, plus ``global_stages`` (default: the deeper half), ``window_size`` (default 7 in 2D,
+    4 in 3D), ``head_channels`` (channels per attention head) and ``skip_merge`` ("concat": nnU-Net's; "hff": HFF
+    blocks merge each skip with the upsampled features)."""
+
+    def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
+                 kernel_sizes: IntOrSeq, strides: IntOrSeq, n_conv_per_stage: IntOrSeq, num_classes: int,
+                 n_conv_per_stage_decoder: IntOrSeq, conv_bias: bool = False,
+                 norm_op: Union[None, Type[nn.Module]] = None, norm_op_kwargs: dict = None,
+                 dropout_op: Union[None, Type[_DropoutNd]] = None, dropout_op_kwargs: dict = None,
+                 nonlin: Union[None, Type[nn.Module]] = None, nonlin_kwargs: dict = None,
+                 deep_supervision: bool = False, nonlin_first: bool = False,
+                 global_stages: Sequence[int] = None, window_size: IntOrSeq = None, head_channels: int = 32,
+                 skip_merge: str = "concat"):
+        super().__init__()
+        check_stage_arguments(n_stages, conv_op, kernel_sizes=kernel_sizes, strides=strides,
+                              features_per_stage=features_per_stage, n_conv_per_stage=n_conv_per_stage)
+        if skip_merge not in ("concat", "hff"):
+            raise ValueError(f"skip_merge must be 'concat' (nnU-Net's) or 'hff' (HFF blocks), got '{skip_merge}'")
+        self.encoder = HiFuseEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
+                                     n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
+                                     dropout_op_kwargs, nonlin, nonlin_kwargs, True, global_stages, window_size,
+                                     head_channels)
+        decoder = HFFSkipDecoder if skip_merge == "hff" else UNetDecoder
+        self.decoder = decoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
+                               nonlin_first=nonlin_first)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        InitWeights_He(1e-2)(module)
+
+
+class HiFuseFuseUNet(_EncoderDecoder):
+    """HiFuseEncoder + the FuseUNet multistep ODE decoder (HiFuseUNet's arguments minus the decoder convs, plus
+    ``state_channels``, ``max_order``, ``corrector``)."""
+
+    def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
+                 kernel_sizes: IntOrSeq, strides: IntOrSeq, n_conv_per_stage: IntOrSeq, num_classes: int,
+                 conv_bias: bool = False, norm_op: Union[None, Type[nn.Module]] = None, norm_op_kwargs: dict = None,
+                 dropout_op: Union[None, Type[_DropoutNd]] = None, dropout_op_kwargs: dict = None,
+                 nonlin: Union[None, Type[nn.Module]] = None, nonlin_kwargs: dict = None,
+                 deep_supervision: bool = False, nonlin_first: bool = False,
+                 global_stages: Sequence[int] = None, window_size: IntOrSeq = None, head_channels: int = 32,
+                 state_channels: Union[int, None] = None, max_order: int = 4, corrector: bool = True):
+        super().__init__()
+        check_stage_arguments(n_stages, conv_op, kernel_sizes=kernel_sizes, strides=strides,
+                              features_per_stage=features_per_stage, n_conv_per_stage=n_conv_per_stage)
+        self.encoder = HiFuseEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
+                                     n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
+                                     dropout_op_kwargs, nonlin, nonlin_kwargs, True, global_stages, window_size,
+                                     head_channels)
+        self.decoder = FuseUNetDecoder(self.encoder, num_classes, deep_supervision, state_channels, max_order,
+                                       corrector)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        InitWeights_He(1e-2)(module)
 
 
 class Fuse4SegNet(nn.Module):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -35,6 +36,12 @@ def _plan(args: argparse.Namespace) -> int:
         return 2
     print(f"{result['status']}: {result['path']}")
     print(f"configurations: {', '.join(result['configurations'])}")
+    plans = json.loads(Path(result["path"]).read_text())
+    for name in result["configurations"]:
+        kwargs = plans["configurations"][name].get("architecture", {}).get("arch_kwargs", {})
+        if kwargs.get("global_stages") is not None:  # HiFuse: say where attention runs (the scale-down)
+            print(f"  {name}: global attention only at stages {kwargs['global_stages']} of 0-{kwargs['n_stages'] - 1} "
+                  f"(where feature maps are small enough; the others are local only), window {kwargs['window_size']}")
     example = result["configurations"][0]
     print(f"next: eval \"$(nnunet-fuse env)\" && nnUNetv2_train {args.d} {example} 0 -tr {result['trainer']} "
           f"-p {result['plans_name']}")
@@ -145,7 +152,8 @@ def _profile(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         rows = profile_plans(plans, dataset_json, args.c, device, args.batch, args.patch_size, args.warmup,
-                             args.repeats, inference=not args.no_inference, compile=args.compile)
+                             args.repeats, inference=not args.no_inference, compile=args.compile,
+                             methods=[m.strip() for m in args.methods.split(",") if m.strip()])
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -221,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--compile", action="store_true", help="train through torch.compile (FLOPs, inference eager)")
     prof.add_argument("--no-inference", action="store_true", help="skip the sliding-window inference timing")
     prof.add_argument("--plot", action="store_true", help="also write a PNG bar chart")
+    prof.add_argument("--methods", default="fuseunet",
+                      help="comma-separated methods profiled beside each base plans (default fuseunet; e.g. "
+                           "fuseunet,hifuse,hifuse-fuseunet)")
     prof.add_argument("-o", default="nnunet_fuse_profile", help="output folder for .json/.csv/.md/.png")
     prof.set_defaults(func=_profile)
 

@@ -108,6 +108,16 @@ def make_plans_variant(base_plans: dict, overlay: dict, plans_name: str,
             kwargs.pop(key, None)
         for key, value in overlay.get("add_arch_kwargs", {}).items():
             kwargs.setdefault(key, value)
+        if "window_attention" in overlay and "patch_size" in cfg:  # HiFuse: global attention where affordable
+            from nnunet_fuse.hifuse.encoder import attention_settings
+
+            dim = str(len(cfg["patch_size"]))
+            settings = overlay["window_attention"]
+            for key, value in attention_settings(cfg["patch_size"], kwargs["strides"],
+                                                 settings["max_global_voxels"][dim],
+                                                 settings["max_window"][dim]).items():
+                if kwargs.get(key) is None:
+                    kwargs[key] = value
 
     plans["plans_name"] = plans_name
     plans[MARKER_KEY] = {"method": overlay["method"], "base_plans": base_plans.get("plans_name"),

@@ -1,15 +1,17 @@
 """``nnunet-fuse profile``: networks of real plans measured side by side in one process.
 
-For each base plans (nnU-Net's own) three rows: nnU-Net's network, the FuseUNet variant of the same plans, and the
-encoder alone with a trivial head (the floor no decoder can beat). Networks are built as their trainers build them:
-nnU-Net's with deep supervision (nnUNetTrainer), FuseUNet without (nnUNetTrainerFuseUNet).
+For each base plans (nnU-Net's own): nnU-Net's network, the variant of the same plans for each method asked for
+(default FuseUNet; also e.g. hifuse, hifuse-fuseunet), and the encoder alone with a trivial head (the floor no decoder
+can beat). Networks are built as their trainers build them: nnU-Net's with deep supervision (nnUNetTrainer), FuseUNet
+without (nnUNetTrainerFuseUNet), HiFuse with (nnUNetTrainerHiFuse).
 
 What is measured:
 - parameters (total, encoder, decoder = total − encoder);
 - forward FLOPs of one batch: torch.utils.flop_counter (convolutions and matrix products only, elementwise ops,
   norms, interpolation are not counted);
-- training step: forward + nnU-Net's loss (Dice+CE, or Dice+BCE for regions; deep supervision where enabled) + backward + SGD step,
-  median seconds of ``repeats`` after ``warmup`` steps; on CUDA under autocast (fp16) with a GradScaler as nnU-Net;
+- training step: forward + nnU-Net's loss (Dice+CE, or Dice+BCE for regions; deep supervision where enabled) +
+  backward + SGD step, median seconds of ``repeats`` after ``warmup`` steps; on CUDA under autocast (fp16) with a
+  GradScaler as nnU-Net;
 - peak memory of a training step: the tensors held before it (weights, optimiser state, batch) plus the peak of
   what the step allocates on top (CUDA: the caching allocator's max_memory_allocated; CPU: the peak of live bytes
   from the allocation events of torch's profiler, exact for tensors);
@@ -218,36 +220,50 @@ def inference_seconds(network: nn.Module, plans: dict, dataset_json: dict, confi
     return time.perf_counter() - start
 
 
-def candidates(base_plans: Sequence[dict], configuration: str) -> List[tuple]:
-    """(name, plans, kind) for each base plans: nnU-Net's network, its FuseUNet variant, its encoder alone."""
-    overlay = load_overlay("fuseunet")
+def trainer_deep_supervision(plans: dict) -> bool:
+    """Whether the plans' trainer trains with deep supervision: nnU-Net's yes, FuseUNet's no, others as their overlay
+    says (``trainer_deep_supervision``)."""
+    if MARKER_KEY not in plans:
+        return True
+    return bool(load_overlay(plans[MARKER_KEY]["method"]).get("trainer_deep_supervision", False))
+
+
+def candidates(base_plans: Sequence[dict], configuration: str, methods: Sequence[str] = ("fuseunet",)) -> List[tuple]:
+    """(name, plans, kind) for each base plans: nnU-Net's network, its variant for each method that can replace that
+    network (plans/<method>.json), its encoder alone (last of the group)."""
     rows = []
     for plans in base_plans:
         if MARKER_KEY in plans:
-            raise ValueError(f"pass nnU-Net's own plans (got the variant {plans['plans_name']}); the FuseUNet "
-                             f"variant is profiled next to its base automatically")
+            raise ValueError(f"pass nnU-Net's own plans (got the variant {plans['plans_name']}); the methods' "
+                             f"variants are profiled next to their base automatically")
         name = plans["plans_name"]
-        variant = make_plans_variant(plans, overlay, f"FuseUNet({name})", [configuration])
-        rows += [(f"nnU-Net {name}", plans, "network"), (f"FuseUNet on {name}", variant, "network"),
-                 (f"encoder alone ({name})", plans, "encoder alone")]
+        base_network = plans["configurations"][configuration].get("architecture", {}).get("network_class_name")
+        rows.append((f"nnU-Net {name}", plans, "network"))
+        for method in methods:
+            overlay = load_overlay(method)
+            if base_network in overlay["network_class_by_base"]:
+                label = overlay["plans_infix"].replace("FuseUNet", "+FuseUNet") if method != "fuseunet" else "FuseUNet"
+                variant = make_plans_variant(plans, overlay, f"{label}({name})", [configuration])
+                rows.append((f"{label} on {name}", variant, "network"))
+        rows.append((f"encoder alone ({name})", plans, "encoder alone"))
     return rows
 
 
 def profile_plans(base_plans: Sequence[dict], dataset_json: dict, configuration: str, device: torch.device,
                   batch_size: Optional[int] = None, patch_size: Optional[Sequence[int]] = None,
                   warmup: int = 1, repeats: int = 3, inference: bool = True, compile: bool = False,
-                  log: Callable[[str], None] = print) -> List[ProfileRow]:
+                  log: Callable[[str], None] = print, methods: Sequence[str] = ("fuseunet",)) -> List[ProfileRow]:
     """Measure every candidate of every base plans for one configuration; ratios against the first network of each
     base plans (nnU-Net's) and against that plans' encoder alone."""
     rows: List[ProfileRow] = []
-    for name, plans, kind in candidates(base_plans, configuration):
+    for name, plans, kind in candidates(base_plans, configuration, methods):
         plans = copy.deepcopy(plans)
         cfg = plans["configurations"][configuration]
         if patch_size:
             check_patch_size(patch_size, cfg["architecture"]["arch_kwargs"]["strides"])
             cfg["patch_size"] = list(patch_size)
         network, cm = network_from_plans(plans, dataset_json, configuration,
-                                         deep_supervision=MARKER_KEY not in plans)
+                                         deep_supervision=trainer_deep_supervision(plans))
         counts = parameter_counts(network)
         deep_supervision = network.decoder.deep_supervision
         if kind == "encoder alone":
@@ -295,11 +311,15 @@ def input_channels(dataset_json: dict) -> int:
 
 
 def add_ratios(rows: List[ProfileRow]) -> None:
-    """Per base plans: ratios of step time, memory, FLOPs, parameters, inference to nnU-Net's network and to the
-    encoder alone (rows come in groups of three: nnU-Net, FuseUNet, encoder alone)."""
-    for i in range(0, len(rows), 3):
-        default, _, floor = rows[i:i + 3]
-        for row in rows[i:i + 3]:
+    """Per base plans: ratios of step time, memory, FLOPs, parameters, inference to nnU-Net's network (the group's
+    first row) and to the encoder alone (the group's last row)."""
+    start = 0
+    for end, row in enumerate(rows):
+        if row.kind != "encoder alone":
+            continue
+        group, default, floor = rows[start:end + 1], rows[start], row
+        start = end + 1
+        for row in group:
             row.ratios = {
                 "params_vs_default": row.params_total / default.params_total,
                 "flops_vs_default": row.forward_gflops / default.forward_gflops,

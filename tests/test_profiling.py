@@ -1,4 +1,5 @@
 """`nnunet-fuse profile`: fields present, numbers positive and mutually consistent; memory measurement exact."""
+import copy
 import json
 import sys
 from pathlib import Path
@@ -81,3 +82,31 @@ def test_profile_errors(planned_dataset):
                  check=False)
     assert result.returncode == 2 and "does not fit the plan's strides" in result.stderr
     assert "e.g. [64, 64, 64]" in result.stderr
+
+
+def test_candidates_for_several_methods_and_ratios_per_group():
+    """Each base plans: nnU-Net's network, a variant per method that can replace it, the encoder alone; ratios are
+    taken within the group (first row: nnU-Net's network, last: the encoder alone)."""
+    from nnunet_fuse.profiling import ProfileRow, add_ratios, candidates
+
+    plans = json.loads((REPO / "benchmarks" / "plans" / "Dataset027_ACDC" / "nnUNetPlans.json").read_text())
+    rows = candidates([plans], "2d", ("fuseunet", "hifuse", "hifuse-fuseunet"))
+    assert [name for name, _, _ in rows] == ["nnU-Net nnUNetPlans", "FuseUNet on nnUNetPlans",
+                                             "HiFuse on nnUNetPlans", "HiFuse+FuseUNet on nnUNetPlans",
+                                             "encoder alone (nnUNetPlans)"]
+    resenc = copy.deepcopy(plans)
+    resenc["plans_name"] = "nnUNetResEncUNetMPlans"
+    resenc["configurations"]["2d"]["architecture"]["network_class_name"] = \
+        "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+    assert [name for name, _, _ in candidates([resenc], "2d", ("fuseunet", "hifuse"))] == [
+        "nnU-Net nnUNetResEncUNetMPlans", "FuseUNet on nnUNetResEncUNetMPlans",
+        "encoder alone (nnUNetResEncUNetMPlans)"]  # HiFuse replaces the plain U-Net only
+
+    def row(name, kind, seconds):
+        return ProfileRow(name, "p", kind, 10, 5, 5, 1.0, seconds, 100.0)
+
+    measured = [row("a", "network", 2.0), row("b", "network", 1.0), row("c", "network", 3.0),
+                row("floor", "encoder alone", 0.5), row("d", "network", 4.0), row("floor2", "encoder alone", 1.0)]
+    add_ratios(measured)
+    assert [r.ratios["step_vs_default"] for r in measured] == [1.0, 0.5, 1.5, 0.25, 1.0, 0.25]
+    assert [r.ratios["step_vs_encoder"] for r in measured] == [4.0, 2.0, 6.0, 1.0, 4.0, 1.0]

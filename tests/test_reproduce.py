@@ -1,4 +1,4 @@
-"""nnunet-fuse reproduce: same-budget trainings through nnU-Net's commands, a report, and resuming without retraining."""
+"""nnunet-fuse reproduce: same-budget trainings through nnU-Net's commands, a report, resuming without retraining."""
 import json
 import sys
 from pathlib import Path
@@ -15,10 +15,8 @@ BIN = Path(sys.executable).parent
 
 def test_parse_methods():
     assert parse_methods("nnunet, FuseUNet") == ["nnunet", "fuseunet"]
-    assert parse_methods("nnunet,fuse4seg") == ["nnunet", "fuse4seg"]
-    with pytest.raises(ReproduceError, match="not available yet"):
-        parse_methods("nnunet,hifuse")
-    with pytest.raises(ReproduceError, match="unknown method 'unet'.*available: nnunet, fuseunet, fuse4seg"):
+    assert parse_methods("nnunet,fuse4seg,hifuse") == ["nnunet", "fuse4seg", "hifuse"]
+    with pytest.raises(ReproduceError, match="unknown method 'unet'.*available: nnunet, fuseunet, fuse4seg, hifuse"):
         parse_methods("unet")
     with pytest.raises(ReproduceError, match="twice"):
         parse_methods("nnunet,nnunet")
@@ -100,9 +98,9 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
 
 def test_reproduce_cli_errors(planned_dataset):
     _, env, _ = planned_dataset
-    result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--methods", "hifuse"],
+    result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--methods", "hifuse,unet"],
                  env, check=False)
-    assert result.returncode == 2 and "not available yet" in result.stderr
+    assert result.returncode == 2 and "unknown method 'unet'" in result.stderr
     result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--methods", "fuse4seg"],
                  env, check=False)
     assert result.returncode == 2 and "needs at least 2 image channels" in result.stderr

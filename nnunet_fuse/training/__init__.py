@@ -22,8 +22,13 @@ from nnunet_fuse.training.budget import (
     nnUNetTrainerFuse4Seg_small,
     nnUNetTrainerFuse4Seg_medium,
     nnUNetTrainerFuse4Seg_paper,
+    nnUNetTrainerHiFuse_smoke,
+    nnUNetTrainerHiFuse_small,
+    nnUNetTrainerHiFuse_medium,
+    nnUNetTrainerHiFuse_paper,
 )
 from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg, nnUNetTrainerFuse4Seg_2x4
+from nnunet_fuse.training.hifuse import nnUNetTrainerHiFuse, nnUNetTrainerHiFuse_2x4
 
 __all__ = [
     "nnUNetTrainerFuseUNet",
@@ -47,4 +52,10 @@ __all__ = [
     "nnUNetTrainerFuse4Seg_small",
     "nnUNetTrainerFuse4Seg_medium",
     "nnUNetTrainerFuse4Seg_paper",
+    "nnUNetTrainerHiFuse",
+    "nnUNetTrainerHiFuse_2x4",
+    "nnUNetTrainerHiFuse_smoke",
+    "nnUNetTrainerHiFuse_small",
+    "nnUNetTrainerHiFuse_medium",
+    "nnUNetTrainerHiFuse_paper",
 ]

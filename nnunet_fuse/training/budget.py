@@ -1,10 +1,11 @@
 """Same-budget trainers for ``nnunet-fuse reproduce``: every method trains on one named schedule.
 
-``nnUNetTrainer_<budget>`` (nnU-Net's own network), ``nnUNetTrainerFuseUNet_<budget>`` and
-``nnUNetTrainerFuse4Seg_<budget>`` share the schedule BUDGETS[budget] = (epochs, iterations per epoch, validation
-iterations per epoch). Short budgets use nnU-Net's lr 1e-2 for the segmentation networks (FuseUNet at the paper's
-1e-3 does not start learning in short schedules); ``paper`` is nnU-Net's 1000 × 250 with each method's own lr
-(nnU-Net 1e-2, FuseUNet 1e-3). Fuse4Seg keeps its own settings (fusion pre-training for 5 % of the epochs).
+``nnUNetTrainer_<budget>`` (nnU-Net's own network), ``nnUNetTrainerFuseUNet_<budget>``,
+``nnUNetTrainerFuse4Seg_<budget>`` and ``nnUNetTrainerHiFuse_<budget>`` share the schedule BUDGETS[budget] =
+(epochs, iterations per epoch, validation iterations per epoch). Short budgets use nnU-Net's lr 1e-2 for the
+segmentation networks (FuseUNet at the paper's 1e-3 does not start learning in short schedules); ``paper`` is
+nnU-Net's 1000 × 250 with each method's own lr (nnU-Net and HiFuse 1e-2, FuseUNet 1e-3). Fuse4Seg keeps its own
+settings (fusion pre-training for 5 % of the epochs).
 
 Each writes ``training_record.json`` beside its checkpoints when training ends: seconds spent in the training loop
 (this run; a resumed run counts from its restart), and peak memory (CUDA: max_memory_allocated; CPU: peak resident
@@ -23,6 +24,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
 from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg
+from nnunet_fuse.training.hifuse import nnUNetTrainerHiFuse
 from nnunet_fuse.training.fuseunet import nnUNetTrainerFuseUNet, nnUNetTrainerFuseUNet_lr1e2
 
 
@@ -103,4 +105,20 @@ class nnUNetTrainerFuse4Seg_medium(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
 
 
 class nnUNetTrainerFuse4Seg_paper(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
+    budget = "paper"
+
+
+class nnUNetTrainerHiFuse_smoke(BudgetRecordMixin, nnUNetTrainerHiFuse):
+    budget = "smoke"
+
+
+class nnUNetTrainerHiFuse_small(BudgetRecordMixin, nnUNetTrainerHiFuse):
+    budget = "small"
+
+
+class nnUNetTrainerHiFuse_medium(BudgetRecordMixin, nnUNetTrainerHiFuse):
+    budget = "medium"
+
+
+class nnUNetTrainerHiFuse_paper(BudgetRecordMixin, nnUNetTrainerHiFuse):
     budget = "paper"
