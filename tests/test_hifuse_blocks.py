@@ -123,3 +123,14 @@ def test_global_block_under_autocast_follows_dtype():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = block(torch.randn(1, 8, 8, 8))
     assert torch.isfinite(out.float()).all()
+
+
+def test_global_block_trains_after_an_inference_call():
+    """The window index and mask are built once and cached; one built under inference mode (nnUNetv2_predict) must
+    still serve a later training step."""
+    block = GlobalBlock(nn.Conv2d, 16, 2, (4, 4), shift=True)
+    with torch.inference_mode():
+        block(torch.randn(1, 16, 14, 13))
+    x = torch.randn(1, 16, 14, 13, requires_grad=True)
+    block(x).square().mean().backward()
+    assert x.grad is not None and block.attention.bias_table.grad.abs().sum() > 0

@@ -8,7 +8,8 @@
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Type
+from functools import lru_cache
+from typing import Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,21 @@ from torch import nn
 
 from nnunet_fuse.hifuse.windows import (attention_mask, effective_window, pad_to_windows, relative_position_index,
                                         window_partition, window_reverse)
+
+
+@lru_cache(maxsize=64)
+def _position_index(window: Tuple[int, ...], table_window: Tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """relative_position_index on ``device``, built once per window shape (not at every forward)."""
+    with torch.inference_mode(False):  # a cached tensor must stay usable by autograd after an inference call
+        return relative_position_index(window, table_window).to(device)
+
+
+@lru_cache(maxsize=64)
+def _attention_mask(padded: Tuple[int, ...], window: Tuple[int, ...], shift: Tuple[int, ...], valid: Tuple[int, ...],
+                    device: torch.device) -> Optional[torch.Tensor]:
+    """attention_mask, built once per (map, window, shift) and device (not at every forward)."""
+    with torch.inference_mode(False):
+        return attention_mask(padded, window, shift, valid, device)
 
 
 def _norm(norm_op: Optional[Type[nn.Module]], channels: int, norm_op_kwargs: Optional[dict]) -> nn.Module:
@@ -55,7 +71,7 @@ class WindowAttention(nn.Module):
     def forward(self, windows: torch.Tensor, window: Sequence[int], mask: Optional[torch.Tensor]) -> torch.Tensor:
         bw, n, c = windows.shape
         q, k, v = self.qkv(windows).reshape(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        index = relative_position_index(window, self.window).to(windows.device)
+        index = _position_index(tuple(window), self.window, windows.device)
         bias = self.bias_table[index.reshape(-1)].reshape(n, n, self.heads).permute(2, 0, 1)   # (h, N, N)
         bias = bias.to(q.dtype).unsqueeze(0).expand(bw, -1, -1, -1)
         if mask is not None:
@@ -94,7 +110,7 @@ class GlobalBlock(nn.Module):
         axes = list(range(2, y.dim()))
         if any(shift):
             y = torch.roll(y, [-s for s in shift], dims=axes)
-        mask = attention_mask(padded, window, shift, spatial, x.device)
+        mask = _attention_mask(padded, window, shift, spatial, x.device)
         y = window_reverse(self.attention(window_partition(y, window), window, mask), window, padded)
         if any(shift):
             y = torch.roll(y, list(shift), dims=axes)
