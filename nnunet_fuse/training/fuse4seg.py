@@ -19,8 +19,6 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
@@ -28,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from nnunet_fuse.imagefusion.losses import (decomposition_loss, gradient_loss, intensity_loss,
                                             reconstruction_loss)
 from nnunet_fuse.training.distributed import average_gradients
-from nnunet_fuse.training.plans_check import check_plans_network
+from nnunet_fuse.training.plans_check import MethodPlansTrainer
 
 def check_checkpoint_trainer(checkpoint: dict, trainer_name: str, filename: str) -> None:
     """A checkpoint written by another trainer lacks the fusion optimiser (or the fusion network): refuse it."""
@@ -52,7 +50,7 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-class nnUNetTrainerFuse4Seg(nnUNetTrainer):
+class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
     """Bi-level Fuse4Seg training on Fuse4Seg plans; attributes below are logged at the start of training."""
 
     follower_steps: int = 1             # K
@@ -66,18 +64,8 @@ class nnUNetTrainerFuse4Seg(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        check_plans_network(self.configuration_manager, self.plans_manager.plans_name, type(self).__name__,
-                            "fuse4seg")
         self.fusion_optimizer: Optional[torch.optim.Optimizer] = None
         self.fusion_grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
-
-    @staticmethod
-    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                                   num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> nn.Module:
-        check_plans_network(configuration_manager, plans_manager.plans_name, "nnUNetTrainerFuse4Seg", "fuse4seg")
-        return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
-                                                        num_output_channels, enable_deep_supervision)
 
     @property
     def pretrain_epochs(self) -> int:

@@ -9,31 +9,20 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
-from torch import nn
 
-from nnunet_fuse.training.plans_check import check_plans_network
+from nnunet_fuse.training.plans_check import MethodPlansTrainer
 
 
-class nnUNetTrainerFuseUNet(nnUNetTrainer):
+class nnUNetTrainerFuseUNet(MethodPlansTrainer):
     """The paper's settings: no deep supervision, initial lr 1e-3, nnU-Net's SGD (Nesterov, 0.99) and PolyLR."""
+
+    plans_methods = ("fuseunet",)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        check_plans_network(self.configuration_manager, self.plans_manager.plans_name, type(self).__name__,
-                            "fuseunet")
         self.enable_deep_supervision = False
         self.initial_lr = 1e-3
-
-    @staticmethod
-    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                                   num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> nn.Module:
-        check_plans_network(configuration_manager, plans_manager.plans_name, "FuseUNet trainers", "fuseunet")
-        return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
-                                                        num_output_channels, enable_deep_supervision)
 
 
 class nnUNetTrainerFuseUNetDS(nnUNetTrainerFuseUNet):

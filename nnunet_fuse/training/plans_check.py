@@ -4,9 +4,12 @@ The networks a method accepts are the ones its plans overlay (plans/<method>.jso
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Sequence, Tuple, Union
 
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
 
 from nnunet_fuse.planning import load_overlay, variant_plans_name
 
@@ -24,3 +27,24 @@ def check_plans_network(configuration_manager: ConfigurationManager, plans_name:
             f"{trainer_name} needs {label} plans, but plans '{plans_name}' name the network '{network}'. Write "
             f"{label} plans with `nnunet-fuse plan -d <dataset> --method {methods[0]}` and train with "
             f"`-p {variant_plans_name('nnUNetPlans', label)}`.")
+
+
+class MethodPlansTrainer(nnUNetTrainer):
+    """nnU-Net's trainer for the plans of ``plans_methods``: it refuses other plans when constructed and whenever its
+    network is built (nnUNetv2_predict builds it through the class, without a trainer)."""
+
+    plans_methods: Tuple[str, ...] = ()
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        check_plans_network(self.configuration_manager, self.plans_manager.plans_name, type(self).__name__,
+                            self.plans_methods)
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        check_plans_network(configuration_manager, plans_manager.plans_name, cls.__name__, cls.plans_methods)
+        return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                        num_output_channels, enable_deep_supervision)
