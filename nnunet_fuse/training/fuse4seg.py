@@ -53,6 +53,8 @@ def frozen(module: nn.Module) -> Iterator[None]:
 class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
     """Bi-level Fuse4Seg training on Fuse4Seg plans; attributes below are logged at the start of training."""
 
+    plans_methods = ("fuse4seg",)
+
     follower_steps: int = 1             # K
     leader_weight: float = 0.5          # λ
     fusion_pretrain_epochs: Optional[int] = None  # default: 5 % of num_epochs, at least 1

@@ -33,7 +33,7 @@ class MethodPlansTrainer(nnUNetTrainer):
     """nnU-Net's trainer for the plans of ``plans_methods``: it refuses other plans when constructed and whenever its
     network is built (nnUNetv2_predict builds it through the class, without a trainer)."""
 
-    plans_methods: Tuple[str, ...] = ()
+    plans_methods: Tuple[str, ...]  # every subclass names its methods (plans/<method>.json)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
