@@ -2,6 +2,8 @@
 
 Variants: eager; the whole network compiled (as nnU-Net does on CUDA); the encoder alone compiled; the whole network
 compiled with the decoder's upsampling swapped back to F.interpolate. Plans: benchmarks/plans ACDC 2d, BraTS-like 3d.
+Since 2026-11-23 linear_upsample itself takes F.interpolate for 2D under torch.compile, so in 2D "compile all" and
+"compile all, F.interpolate" now run the same code (the table in benchmarks/README.md was measured before).
 usage (CUDA only): python benchmarks/compile_variants.py
 """
 import copy

@@ -89,6 +89,45 @@ def test_constant_forcing_gives_the_exact_solution(max_order, corrector):
     assert torch.allclose(out, expected.view(1, -1, 1, 1).expand_as(out), atol=1e-6)
 
 
+def test_skip_field_equals_the_relu_form_in_values_and_gradients():
+    """skip_field (max(g, -y) with a boolean mask saved) against -y + ReLU(y + g) through autograd: values, both
+    gradients (including exact ties y + g = 0, where ReLU'(0) = 0), float64 gradcheck, bfloat16 autocast."""
+    from nnunet_fuse.ode.decoder import skip_field
+
+    torch.manual_seed(0)
+    y = torch.randn(2, 6, 9, 11, dtype=torch.float64)
+    g = torch.randn(2, 6, 9, 11, dtype=torch.float64)
+    g[0, :, :3] = -y[0, :, :3]  # ties
+    y, g = y.requires_grad_(), g.requires_grad_()
+    weights = torch.randn_like(y)
+    out = skip_field(y, g)
+    reference = torch.relu(y + g) - y
+    assert torch.allclose(out, reference, rtol=0, atol=1e-15)
+    grads = torch.autograd.grad((out * weights).sum(), [y, g])
+    reference_grads = torch.autograd.grad((reference * weights).sum(), [y, g])
+    for a, b in zip(grads, reference_grads):
+        assert torch.equal(a, b)
+    assert torch.equal(grads[1][0, :, :3], torch.zeros_like(grads[1][0, :, :3]))  # ReLU'(0) = 0 at the ties
+    assert torch.autograd.gradcheck(skip_field, (y[:1, :2, :4, :4], g[:1, :2, :4, :4] + 0.01))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = skip_field(y.float().bfloat16(), g.float().bfloat16())
+    assert low.dtype == torch.bfloat16 and torch.allclose(low.double(), reference, atol=0.05)
+
+
+def test_skip_field_traces_under_torch_compile():
+    """The custom autograd function goes through dynamo and AOTAutograd (backend aot_eager: no C++ compiler
+    needed) with the same values and gradients as eager."""
+    from nnunet_fuse.ode.decoder import skip_field
+
+    y, g = torch.randn(2, 6, 8, 8, requires_grad=True), torch.randn(2, 6, 8, 8, requires_grad=True)
+    compiled = torch.compile(lambda a, b: skip_field(a, b) * 2, backend="aot_eager", fullgraph=True)
+    out = compiled(y, g)
+    assert torch.allclose(out, skip_field(y, g) * 2)
+    grads = torch.autograd.grad(out.sum(), [y, g])
+    reference = torch.autograd.grad((skip_field(y, g) * 2).sum(), [y, g])
+    assert all(torch.equal(a, b) for a, b in zip(grads, reference))
+
+
 def test_decoder_values_match_a_per_voxel_scalar_solve():
     """Decoder state at one voxel equals multistep_solve run on that voxel's scalar forcings."""
     from nnunet_fuse.ode.decoder import skip_field
@@ -162,21 +201,21 @@ def test_clear_errors_for_bad_configurations():
 
 
 def _saved_elements(module, inputs):
-    """Elements of the distinct feature maps autograd saves during module(inputs), excluding inputs, weights and
-    constants (the interpolation matrices, which need no gradient); a storage saved through several views counts
-    once."""
+    """float32 elements' worth (bytes / 4) of the distinct feature maps and boolean masks autograd saves during
+    module(inputs), excluding inputs, weights and constants (the interpolation matrices, which need no gradient);
+    a storage saved through several views counts once."""
     excluded = {t.untyped_storage().data_ptr() for t in [*inputs, *module.parameters()]}
     saved = {}
 
     def pack(t):
         storage = t.untyped_storage()
-        if storage.data_ptr() not in excluded and t.requires_grad:
-            saved[storage.data_ptr()] = storage.nbytes() // t.element_size()
+        if storage.data_ptr() not in excluded and (t.requires_grad or t.dtype == torch.bool):
+            saved[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         module(inputs)
-    return sum(saved.values())
+    return sum(saved.values()) // 4
 
 
 @pytest.mark.parametrize("deep_supervision", [False, True])

@@ -60,3 +60,22 @@ def test_area_downsample_equals_interpolate(in_size, out_size):
     torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
     upstream = torch.randn_like(reference)
     torch.testing.assert_close(torch.autograd.grad(ours, x, upstream)[0], torch.autograd.grad(reference, x, upstream)[0])
+
+
+@pytest.mark.parametrize("in_size,out_size,expected", [((4, 7), (64, 112), "interpolate"),
+                                                        ((2, 4, 4), (8, 32, 32), "matmul")])
+def test_under_torch_compile_2d_uses_interpolate_and_3d_matrix_products(in_size, out_size, expected):
+    """What dynamo traces: F.interpolate for 2D, matrix products for 3D; same values as eager either way."""
+    traced = []
+
+    def recording_backend(graph_module, example_inputs):
+        traced.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    x = torch.randn(2, 3, *in_size)
+    compiled = torch.compile(lambda t: linear_upsample(t, out_size), backend=recording_backend, fullgraph=True)
+    torch.testing.assert_close(compiled(x), linear_upsample(x, out_size), rtol=1e-5, atol=1e-5)
+    uses_interpolate = any("interpolate" in target for target in traced)
+    uses_matmul = any("matmul" in target for target in traced)
+    assert (uses_interpolate, uses_matmul) == ((True, False) if expected == "interpolate" else (False, True)), traced

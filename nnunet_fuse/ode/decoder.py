@@ -12,7 +12,6 @@ from typing import List, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from torch import nn
 
@@ -25,9 +24,31 @@ def default_state_channels(num_classes: int) -> int:
     return 2 * num_classes if num_classes >= 3 else 6
 
 
+class _SkipField(torch.autograd.Function):
+    """F(y) = -y + ReLU(y + g), computed as max(g, -y).
+
+    Saves one boolean mask (y + g > 0, i.e. g > -y: a float sum is zero only for exact negatives and keeps the sign)
+    for backward instead of the ReLU output: 1 byte per element instead of 2 (float16) or 4 (float32); as many
+    elementwise passes as the ReLU form. Gradients are those of the ReLU form, including ReLU'(0) = 0:
+    dF/dg = mask, dF/dy = mask - 1.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        negative_y = torch.neg(y)
+        ctx.save_for_backward(g > negative_y)
+        return torch.maximum(g, negative_y)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (active,) = ctx.saved_tensors
+        grad_g = grad * active.to(grad.dtype)  # not torch.where: ~10× slower than a multiply on CPU
+        return grad_g - grad, grad_g
+
+
 def skip_field(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """F(y) = -y + ReLU(y + g) (nmODE form); y, g: (B, C_y, *spatial)."""
-    return F.relu(y + g) - y
+    """F(y) = -y + ReLU(y + g) (nmODE form); y, g: (B, C_y, *spatial), same shape."""
+    return _SkipField.apply(y, g)
 
 
 class SkipFields(SequenceABC):
@@ -121,9 +142,10 @@ class FuseUNetDecoder(nn.Module):
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
         """Elements (channels × voxels, one sample) the decoder holds at the end of its forward, for nnU-Net's VRAM
-        estimate: what autograd saves (the ReLU output of every field evaluation, the head inputs, and with deep
-        supervision the full-resolution states that are pooled) plus the one full-resolution forcing g_k alive at a
-        time (SkipFields). The skips themselves are counted by the encoder.
+        estimate, in float32 elements: what autograd saves (a boolean mask per field evaluation, a quarter element
+        per voxel and channel; the head inputs; with deep supervision the full-resolution states that are pooled)
+        plus the one full-resolution forcing g_k alive at a time (SkipFields). The skips are counted by the
+        encoder.
 
         input_size: spatial size of the network input (no batch/channel axes).
         """
@@ -138,4 +160,4 @@ class FuseUNetDecoder(nn.Module):
             kept = sum(s + (full if s != full else 0) for s in stage_sizes[:-1])  # head input (+ pooled state)
         else:
             kept = full
-        return np.int64(self.state_channels * (full * (evaluations + 1) + kept))
+        return np.int64(self.state_channels * (full * evaluations // 4 + full + kept))
