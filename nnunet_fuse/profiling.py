@@ -137,14 +137,23 @@ class TrainingStep:
 
 
 def median_seconds(fn: Callable[[], None], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+    return interleaved_median_seconds([fn], warmup, repeats)[0]
+
+
+def interleaved_median_seconds(fns: Sequence[Callable[[], None]], warmup: int, repeats: int) -> List[float]:
+    """Median seconds of each fn, timed round-robin (fn 0, 1, ..., 0, 1, ...) after `warmup` calls of each, so a
+    machine that speeds up or slows down during the measurement (shared CPUs, clocks) shifts all of them alike and
+    their ratios stay fair."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: List[List[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, fn_times in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            fn_times.append(time.perf_counter() - start)
+    return [statistics.median(fn_times) for fn_times in times]
 
 
 def peak_step_memory_bytes(step: Callable[[], None], device: torch.device) -> int:
@@ -254,8 +263,10 @@ def profile_plans(base_plans: Sequence[dict], dataset_json: dict, configuration:
                   warmup: int = 1, repeats: int = 3, inference: bool = True, compile: bool = False,
                   log: Callable[[str], None] = print, methods: Sequence[str] = ("fuseunet",)) -> List[ProfileRow]:
     """Measure every candidate of every base plans for one configuration; ratios against the first network of each
-    base plans (nnU-Net's) and against that plans' encoder alone."""
-    rows: List[ProfileRow] = []
+    base plans (nnU-Net's) and against that plans' encoder alone. All candidates are built first and their training
+    steps timed round-robin (interleaved_median_seconds); memory, FLOPs and inference are then measured one network
+    at a time."""
+    built = []
     for name, plans, kind in candidates(base_plans, configuration, methods):
         plans = copy.deepcopy(plans)
         cfg = plans["configurations"][configuration]
@@ -268,26 +279,28 @@ def profile_plans(base_plans: Sequence[dict], dataset_json: dict, configuration:
         deep_supervision = network.decoder.deep_supervision
         if kind == "encoder alone":
             network = EncoderAlone(network.encoder)
-        network = network.to(device)
+            counts = {"total": counts["encoder"], "encoder": counts["encoder"], "decoder": 0}
+        network = network.to(device).train()
         batch_n = batch_size or cm.batch_size
         batch = torch.randn(batch_n, input_channels(dataset_json), *cm.patch_size, device=device)
         target, regions = random_target(plans, dataset_json, batch_n, cm.patch_size, device)
-        log(f"profiling {name}: patch {cm.patch_size}, batch {batch_n}, {device.type}"
+        log(f"built {name}: patch {cm.patch_size}, batch {batch_n}, {device.type}"
             f"{', torch.compile' if compile else ''}")
-        network.train()
         step = TrainingStep(torch.compile(network) if compile else network,
                             make_loss(network, deep_supervision, cm.batch_dice, regions), batch, target)
-        seconds = median_seconds(step, max(warmup, 2) if compile else warmup, repeats)
+        built.append((name, plans, kind, counts, network, step))
+    log(f"timing {len(built)} training steps round-robin ({repeats} each)")
+    seconds = interleaved_median_seconds([step for *_, step in built], max(warmup, 2) if compile else warmup, repeats)
+    rows: List[ProfileRow] = []
+    for (name, plans, kind, counts, network, step), step_seconds in zip(built, seconds):
+        log(f"measuring memory, FLOPs{' and inference' if inference and kind == 'network' else ''} of {name}")
         peak = resident_bytes(step.resident_tensors()) + peak_step_memory_bytes(step, device)
-        gflops = forward_gflops(network, batch)
+        gflops = forward_gflops(network, step.batch)
         infer = None
         if inference and kind == "network":
             infer = inference_seconds(network, plans, dataset_json, configuration, device)
-        if kind == "encoder alone":
-            counts = {"total": counts["encoder"], "encoder": counts["encoder"], "decoder": 0}
         rows.append(ProfileRow(name, plans["plans_name"], kind, counts["total"], counts["encoder"],
-                               counts["decoder"], gflops, seconds, peak / 2 ** 20, infer))
-        del network, step, batch, target
+                               counts["decoder"], gflops, step_seconds, peak / 2 ** 20, infer))
     add_ratios(rows)
     return rows
 

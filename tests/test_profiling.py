@@ -2,6 +2,7 @@
 import copy
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,21 @@ def test_candidates_for_several_methods_and_ratios_per_group():
     add_ratios(measured)
     assert [r.ratios["step_vs_default"] for r in measured] == [1.0, 0.5, 1.5, 0.25, 1.0, 0.25]
     assert [r.ratios["step_vs_encoder"] for r in measured] == [4.0, 2.0, 6.0, 1.0, 4.0, 1.0]
+
+
+def test_steps_are_timed_round_robin():
+    """interleaved_median_seconds alternates the functions (so drift on a shared machine hits all alike) and returns
+    each one's own median."""
+    from nnunet_fuse.profiling import interleaved_median_seconds
+
+    calls = []
+
+    def sleeper(i, seconds):
+        def fn():
+            calls.append(i)
+            time.sleep(seconds)
+        return fn
+
+    medians = interleaved_median_seconds([sleeper(0, 0.03), sleeper(1, 0.0)], warmup=1, repeats=3)
+    assert calls == [0, 1] + [0, 1] * 3
+    assert medians[0] >= 0.03 > medians[1] >= 0
