@@ -1,6 +1,7 @@
 """HiFuse building blocks: exact window partition/reverse (with shift and padding), the attention mask against a
 direct construction, SDPA attention against explicit softmax, shapes and gradients in 2D and 3D."""
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -134,3 +135,18 @@ def test_global_block_trains_after_an_inference_call():
     x = torch.randn(1, 16, 14, 13, requires_grad=True)
     block(x).square().mean().backward()
     assert x.grad is not None and block.attention.bias_table.grad.abs().sum() > 0
+
+
+def test_global_block_under_torch_compile_builds_its_constants_in_the_graph():
+    """Under torch.compile the cached index and mask are built inside the graph (no cache for dynamo to skip, and
+    no warning about one); values and gradients as in eager."""
+    block = GlobalBlock(nn.Conv2d, 16, 2, (4, 4), shift=True)
+    x = torch.randn(1, 16, 14, 13, requires_grad=True)
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = torch.compile(block, backend="aot_eager", fullgraph=True)(x)
+    assert not [w for w in caught if "lru_cache" in str(w.message)]
+    torch.testing.assert_close(out, block(x))
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(grad, torch.autograd.grad(block(x).sum(), x)[0])

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Optional, Sequence, Tuple, Type
 
 import torch
@@ -16,23 +15,22 @@ import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from torch import nn
 
+from nnunet_fuse.constant_cache import constant_tensor_cache
 from nnunet_fuse.hifuse.windows import (attention_mask, effective_window, pad_to_windows, relative_position_index,
                                         window_partition, window_reverse)
 
 
-@lru_cache(maxsize=64)
+@constant_tensor_cache(maxsize=64)
 def _position_index(window: Tuple[int, ...], table_window: Tuple[int, ...], device: torch.device) -> torch.Tensor:
     """relative_position_index on ``device``, built once per window shape (not at every forward)."""
-    with torch.inference_mode(False):  # a cached tensor must stay usable by autograd after an inference call
-        return relative_position_index(window, table_window).to(device)
+    return relative_position_index(window, table_window).to(device)
 
 
-@lru_cache(maxsize=64)
+@constant_tensor_cache(maxsize=64)
 def _attention_mask(padded: Tuple[int, ...], window: Tuple[int, ...], shift: Tuple[int, ...], valid: Tuple[int, ...],
                     device: torch.device) -> Optional[torch.Tensor]:
     """attention_mask, built once per (map, window, shift) and device (not at every forward)."""
-    with torch.inference_mode(False):
-        return attention_mask(padded, window, shift, valid, device)
+    return attention_mask(padded, window, shift, valid, device)
 
 
 def _norm(norm_op: Optional[Type[nn.Module]], channels: int, norm_op_kwargs: Optional[dict]) -> nn.Module:

@@ -12,12 +12,13 @@ products won (BraTS-like 128³ batch 2: 28.3 vs 53.2 ms); benchmarks/compile_var
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from math import prod
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from nnunet_fuse.constant_cache import constant_tensor_cache
 
 _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
@@ -37,18 +38,10 @@ def interpolation_matrix(n_in: int, n_out: int, device: Optional[torch.device] =
     return weights.to(dtype)
 
 
-@lru_cache(maxsize=128)
-def _cached_interpolation_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    with torch.inference_mode(False):  # a cached tensor must stay usable by autograd after inference
-        return interpolation_matrix(n_in, n_out, device, dtype)
-
-
+@constant_tensor_cache(maxsize=128)
 def linear_weights(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """interpolation_matrix, cached per size, device and dtype in eager mode; under torch.compile built inside the
-    graph (the cache is Python state that the compiler would skip anyway)."""
-    if torch.compiler.is_compiling():
-        return interpolation_matrix(n_in, n_out, device, dtype)
-    return _cached_interpolation_matrix(n_in, n_out, device, dtype)
+    """interpolation_matrix, cached per size, device and dtype (constant_tensor_cache)."""
+    return interpolation_matrix(n_in, n_out, device, dtype)
 
 
 def linear_upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
