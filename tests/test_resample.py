@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnunet_fuse.ode.resample import area_downsample, linear_upsample
+from nnunet_fuse.ode.resample import area_downsample, linear_upsample, linear_upsample_adjoint
 
 MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -27,6 +27,23 @@ def test_linear_upsample_equals_interpolate(in_size, out_size):
     (g_ours,) = torch.autograd.grad(ours, x, upstream)
     (g_ref,) = torch.autograd.grad(reference, x, upstream)
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("in_size,out_size", [((5,), (40,)), ((3, 5), (7, 12)), ((2, 4, 4), (10, 64, 64)),
+                                             ((4, 4, 4), (4, 32, 32)), ((1, 1, 1), (8, 8, 8))])
+def test_linear_upsample_adjoint_is_its_gradient(in_size, out_size):
+    """linear_upsample_adjoint(v, in_size) is the gradient of <linear_upsample(x, out_size), v> at x, so
+    <U x, v> = <x, Uᵀ v>."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, *in_size, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 3, *out_size, dtype=torch.float64)
+    adjoint = linear_upsample_adjoint(upstream, in_size)
+    assert adjoint.shape == x.shape
+    torch.testing.assert_close(adjoint, torch.autograd.grad(linear_upsample(x, out_size), x, upstream)[0],
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close((linear_upsample(x, out_size) * upstream).sum(), (x * adjoint).sum())
+    with pytest.raises(ValueError, match="axes"):
+        linear_upsample_adjoint(upstream, in_size[:-1] or (1, 1))
 
 
 def test_linear_upsample_keeps_dtype_and_works_under_autocast():

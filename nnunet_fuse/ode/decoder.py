@@ -3,6 +3,8 @@
 State y (C_y channels, full input resolution) starts at zero. Skip k (coarsest first) enters through
 g_k = upsample(Conv1x1(s_k)) and the field F_k(y) = -y + ReLU(y + g_k); one step of size h = 1/N per skip.
 No conv blocks: the decoder's parameters are N 1×1 projections and one 1×1 head.
+Eager mode solves with fused_solve (one autograd node, fewer full-resolution passes); under torch.compile with
+multistep_solve over skip_field fields, autograd's ops that the compiler fuses itself. Both compute the same maths.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from torch import nn
 
+from nnunet_fuse.ode.fused_solve import fuseunet_solve
 from nnunet_fuse.ode.multistep import MAX_ORDER, multistep_solve
 from nnunet_fuse.ode.resample import area_downsample, linear_upsample
 
@@ -83,10 +86,12 @@ class FuseUNetDecoder(nn.Module):
     Returns logits (B, num_classes, *input_size), or with deep supervision one tensor per encoder stage except the
     bottleneck, highest resolution first, output s shaped (B, num_classes, *size_s) — the scales nnU-Net's
     deep-supervision loss expects. One shared head serves every output, so no parameter is ever unused (DDP-safe).
+    fused_solve=False solves with autograd's composition in eager mode too (for comparisons; same maths).
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, deep_supervision: bool = False,
-                 state_channels: Union[int, None] = None, max_order: int = MAX_ORDER, corrector: bool = True):
+                 state_channels: Union[int, None] = None, max_order: int = MAX_ORDER, corrector: bool = True,
+                 fused_solve: bool = True):
         super().__init__()
         n_stages = len(encoder.output_channels)
         if n_stages < 2:
@@ -102,6 +107,7 @@ class FuseUNetDecoder(nn.Module):
         self.max_order = max_order
         self.corrector = corrector
         self.deep_supervision = deep_supervision
+        self.fused_solve = fused_solve  # eager mode: fused_solve; False: autograd's composition, as under compile
         # projections[s] belongs to encoder stage s (finest first, like the skips)
         self.projections = nn.ModuleList(
             self.conv_op(c, self.state_channels, kernel_size=1, bias=True) for c in encoder.output_channels)
@@ -124,10 +130,16 @@ class FuseUNetDecoder(nn.Module):
     def forward(self, skips: Sequence[torch.Tensor]) -> Union[torch.Tensor, List[torch.Tensor]]:
         if len(skips) != self.n_stages:
             raise ValueError(f"expected {self.n_stages} skips (one per encoder stage), got {len(skips)}")
-        fields = SkipFields(self, skips, self._input_size(skips[0].shape[2:]))
-        y0 = torch.zeros_like(fields.forcing(0))
-        states = multistep_solve(fields, y0, h=1.0 / self.n_stages, max_order=self.max_order,
-                                 corrector=self.corrector, keep_states=self.deep_supervision)
+        size = self._input_size(skips[0].shape[2:])
+        if torch.compiler.is_compiling() or not self.fused_solve:  # autograd's ops (the compiler fuses them)
+            fields = SkipFields(self, skips, size)
+            states = multistep_solve(fields, torch.zeros_like(fields.forcing(0)), h=1.0 / self.n_stages,
+                                     max_order=self.max_order, corrector=self.corrector,
+                                     keep_states=self.deep_supervision)
+        else:  # the same maths in fewer full-resolution passes (fused_solve)
+            forcings = [self.projections[s](skips[s]) for s in reversed(range(self.n_stages))]
+            states = fuseunet_solve(forcings, size, h=1.0 / self.n_stages, max_order=self.max_order,
+                                    corrector=self.corrector, keep_states=self.deep_supervision)
         if not self.deep_supervision:
             return self.head(states[-1])
         # the state after the step that consumed stage s's skip, pooled to that stage's resolution
@@ -144,7 +156,7 @@ class FuseUNetDecoder(nn.Module):
         """Elements (channels × voxels, one sample) the decoder holds at the end of its forward, for nnU-Net's VRAM
         estimate, in float32 elements: what autograd saves (a boolean mask per field evaluation, a quarter element
         per voxel and channel; the head inputs; with deep supervision the full-resolution states that are pooled)
-        plus the one full-resolution forcing g_k alive at a time (SkipFields). The skips are counted by the
+        plus the one full-resolution forcing g_k alive at a time (both solve paths). The skips are counted by the
         encoder.
 
         input_size: spatial size of the network input (no batch/channel axes).

@@ -67,6 +67,27 @@ def linear_upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return x.reshape(batch, channels, *spatial)
 
 
+def linear_upsample_adjoint(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(B, C, *spatial) → (B, C, *size): the adjoint (transpose) of linear_upsample from size to spatial, i.e. the
+    gradient of linear_upsample(·, spatial) at its input; one matrix product per axis whose size changes (first axis
+    first, so intermediates shrink early)."""
+    batch, channels, *spatial = x.shape
+    if len(size) != len(spatial):
+        raise ValueError(f"size {list(size)} has {len(size)} axes, the input {len(spatial)} spatial axes")
+    for axis in range(len(spatial)):
+        n_in, n_out = int(size[axis]), spatial[axis]
+        if n_in == n_out:
+            continue
+        weights = linear_weights(n_in, n_out, x.device, x.dtype)  # (n_out, n_in)
+        before, after = batch * channels * prod(spatial[:axis]), prod(spatial[axis + 1:])
+        if after == 1:  # (before, n_out) @ (n_out, n_in)
+            x = x.reshape(before, n_out) @ weights
+        else:  # (n_in, n_out) @ (before, n_out, after)
+            x = torch.matmul(weights.t(), x.reshape(before, n_out, after))
+        spatial[axis] = n_in
+    return x.reshape(batch, channels, *spatial)
+
+
 def area_downsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """(B, C, *spatial) → (B, C, *size), as F.interpolate(mode="area"): average pooling when every axis shrinks by
     an integer factor (always so for nnU-Net's patch sizes), else adaptive average pooling."""
