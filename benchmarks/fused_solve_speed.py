@@ -21,15 +21,27 @@ from nnunet_fuse.profiling import (EncoderAlone, TrainingStep, candidates, check
 
 
 def decoder_step(network, skips, weights):
+    """Forward + backward of the decoder alone (under fp16 autocast on CUDA, as nnU-Net trains)."""
+    cuda = weights.device.type == "cuda"
+
     def step():
-        torch.autograd.grad((network.decoder(skips) * weights).sum(), skips)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+            out = network.decoder(skips)
+        torch.autograd.grad((out.float() * weights).sum(), skips)
+        if cuda:
+            torch.cuda.synchronize()
     return step
 
 
 def decoder_inference(network, skips):
+    """The decoder's forward without autograd (under fp16 autocast on CUDA, as nnU-Net predicts)."""
+    cuda = skips[0].device.type == "cuda"
+
     def step():
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
             network.decoder(skips)
+        if cuda:
+            torch.cuda.synchronize()
     return step
 
 
