@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Profiles of the three reference plans on a CUDA GPU at the plans' own batch and patch (AMP, as nnU-Net trains).
 # usage: bash benchmarks/profile_gpu.sh OUTDIR [--compile]
-# Without --compile it also times FuseUNet's fused eager solve against autograd's composition (fused_solve_speed.py).
+# Without --compile it also times FuseUNet's fused eager solve against autograd's composition (decoder_speed.py).
 set -euo pipefail
 out=${1:?usage: profile_gpu.sh OUTDIR [--compile]}; shift
 plans=benchmarks/plans
@@ -10,6 +10,6 @@ nf profile --plans-file $plans/Dataset027_ACDC/nnUNetPlans.json -c 2d -device cu
 nf profile --plans-file $plans/Dataset137_BraTSlike/nnUNetPlans.json -c 3d_fullres -device cuda --warmup 3 --repeats 10 --plot -o "$out" "$@"
 nf profile --plans-file $plans/Dataset220_KiTSlike/nnUNetPlans.json -c 3d_fullres -device cuda --warmup 3 --repeats 10 --plot --no-inference -o "$out" "$@"
 if [ $# -eq 0 ]; then
-  python3 benchmarks/fused_solve_speed.py $plans/Dataset027_ACDC/nnUNetPlans.json -c 2d -device cuda --repeats 20 | tee "$out/fused_solve_speed_cuda.txt"
-  python3 benchmarks/fused_solve_speed.py $plans/Dataset137_BraTSlike/nnUNetPlans.json -c 3d_fullres -device cuda --repeats 20 | tee -a "$out/fused_solve_speed_cuda.txt"
+  python3 benchmarks/decoder_speed.py $plans/Dataset027_ACDC/nnUNetPlans.json -c 2d -device cuda --repeats 20 | tee "$out/decoder_speed_cuda.txt"
+  python3 benchmarks/decoder_speed.py $plans/Dataset137_BraTSlike/nnUNetPlans.json -c 3d_fullres -device cuda --repeats 20 | tee -a "$out/decoder_speed_cuda.txt"
 fi

@@ -5,6 +5,7 @@ g_k = upsample(Conv1x1(s_k)) and the field F_k(y) = -y + ReLU(y + g_k); one step
 No conv blocks: the decoder's parameters are N 1×1 projections and one 1×1 head.
 Eager mode solves with fused_solve (one autograd node, fewer full-resolution passes); under torch.compile with
 multistep_solve over skip_field fields, autograd's ops that the compiler fuses itself. Both compute the same maths.
+On the CPU in eager mode the 1×1 convolutions compute their gradients as matrix products (pointwise_conv).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from nnunet_fuse.ode.fused_solve import fuseunet_solve
 from nnunet_fuse.ode.multistep import MAX_ORDER, multistep_solve
+from nnunet_fuse.ode.pointwise_conv import PointwiseConv2d, PointwiseConv3d
 from nnunet_fuse.ode.resample import area_downsample, linear_upsample
 
 
@@ -87,11 +89,14 @@ class FuseUNetDecoder(nn.Module):
     bottleneck, highest resolution first, output s shaped (B, num_classes, *size_s) — the scales nnU-Net's
     deep-supervision loss expects. One shared head serves every output, so no parameter is ever unused (DDP-safe).
     fused_solve=False solves with autograd's composition in eager mode too (for comparisons; same maths).
+    cpu_matmul_backward: on the CPU in eager mode the 1×1 projections' and head's gradients are computed as matrix
+    products (PointwiseConv2d/3d: nn.Conv with the same parameters; about 2× faster there than oneDNN's convolution
+    backward at full resolution); False keeps nn.Conv's backward. Same values either way.
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, deep_supervision: bool = False,
                  state_channels: Union[int, None] = None, max_order: int = MAX_ORDER, corrector: bool = True,
-                 fused_solve: bool = True):
+                 fused_solve: bool = True, cpu_matmul_backward: bool = True):
         super().__init__()
         n_stages = len(encoder.output_channels)
         if n_stages < 2:
@@ -101,6 +106,8 @@ class FuseUNetDecoder(nn.Module):
             raise ValueError(f"max_order must be between 1 and {MAX_ORDER}, got {max_order}")
         self.conv_op = encoder.conv_op
         self.dim = convert_conv_op_to_dim(self.conv_op)
+        if self.dim not in (2, 3):
+            raise ValueError(f"FuseUNet is 2D or 3D; the encoder's conv_op {self.conv_op.__name__} is {self.dim}D")
         self.strides = [list(s) if isinstance(s, (list, tuple)) else [s] * self.dim for s in encoder.strides]
         self.num_classes = num_classes
         self.state_channels = state_channels or default_state_channels(num_classes)
@@ -109,9 +116,19 @@ class FuseUNetDecoder(nn.Module):
         self.deep_supervision = deep_supervision
         self.fused_solve = fused_solve  # eager mode: fused_solve; False: autograd's composition, as under compile
         # projections[s] belongs to encoder stage s (finest first, like the skips)
-        self.projections = nn.ModuleList(
-            self.conv_op(c, self.state_channels, kernel_size=1, bias=True) for c in encoder.output_channels)
-        self.head = self.conv_op(self.state_channels, num_classes, kernel_size=1, bias=True)
+        pointwise = {2: PointwiseConv2d, 3: PointwiseConv3d}[self.dim]
+        self.projections = nn.ModuleList(pointwise(c, self.state_channels) for c in encoder.output_channels)
+        self.head = pointwise(self.state_channels, num_classes)
+        self.cpu_matmul_backward = cpu_matmul_backward
+
+    @property
+    def cpu_matmul_backward(self) -> bool:
+        return self.head.matmul_backward
+
+    @cpu_matmul_backward.setter
+    def cpu_matmul_backward(self, value: bool) -> None:
+        for conv in (*self.projections, self.head):
+            conv.matmul_backward = value
 
     @property
     def n_stages(self) -> int:

@@ -11,7 +11,7 @@ fuses the elementwise work itself), computed in fewer full-resolution passes for
   the adjoint of the upsampling;
 - state-sized temporaries are reused (_Buffers) rather than allocated per operation.
 Measured on the CPU: decoder forward + backward 0.75×, inference 0.77× of the composition
-(benchmarks/fused_solve_speed.py).
+(benchmarks/decoder_speed.py).
 
 Notation: N forcings, coarsest first; y_0 = 0; step k predicts with Adams–Bashforth of order q = min(k+1, max_order),
 corrects with Adams–Moulton of order min(q+1, max_order) at the next forcing (PECE), then evaluates
