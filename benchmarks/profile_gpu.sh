@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Profiles of the three reference plans on a CUDA GPU at the plans' own batch and patch (AMP, as nnU-Net trains).
 # usage: bash benchmarks/profile_gpu.sh OUTDIR [--compile]
-# Without --compile it also times FuseUNet's fused eager solve against autograd's composition (decoder_speed.py).
+# Without --compile it also times FuseUNet's eager fused solve against autograd's composition (decoder_speed.py).
 set -euo pipefail
 out=${1:?usage: profile_gpu.sh OUTDIR [--compile]}; shift
 plans=benchmarks/plans
