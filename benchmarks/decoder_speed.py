@@ -1,12 +1,12 @@
-"""FuseUNet's decoder variants side by side in one process: the eager default (fused solve, 1×1 convolutions as matrix
-products on the CPU), the fused solve with nn.Conv 1×1 convolutions, and autograd's composition with nn.Conv (the
-decoder before both; what torch.compile traces).
+"""FuseUNet's decoder variants side by side in one process: the eager default (fused solve; on the CPU the 1×1
+convolutions' backward as matrix products), the fused solve with nn.Conv's own backward, and autograd's composition
+with nn.Conv (the decoder before both; what torch.compile traces).
 
 usage: python benchmarks/decoder_speed.py PLANS.json -c CONFIG [-device cpu|cuda] [--batch N] [--patch-size ...]
        [--repeats 5]
 Builds FuseUNet on the plan's encoder exactly as nnunet-fuse profile does and times, round-robin after warm-up:
-- each of the decoder's 1×1 convolutions at its real input shape, forward + backward, nn.Conv vs matrix products
-  (CPU only: on CUDA the decoder keeps cuDNN's convolution);
+- each of the decoder's 1×1 convolutions at its real input shape, forward + backward, nn.Conv's backward vs matrix
+  products (CPU only: on CUDA the decoder keeps cuDNN's convolution);
 - the decoder alone (forward + backward from fixed skips) and its forward without autograd (inference), per variant;
 - the nnU-Net-style training step of the whole network per variant, and of the encoder alone (the floor).
 Prints tables of median milliseconds, peak memory (CPU: profiler allocation events) and the ratios.
@@ -59,7 +59,7 @@ def decoder_inference(network, skips):
 
 
 def conv_rows(decoder, skips, repeats):
-    """Forward + backward of each 1×1 convolution of the decoder at its real input, nn.Conv vs pointwise_conv (ms)."""
+    """Forward + backward of each 1×1 convolution of the decoder at its real input, F.conv vs pointwise_conv (ms)."""
     state = torch.randn(skips[0].shape[0], decoder.state_channels, *decoder._input_size(skips[0].shape[2:]),
                         device=skips[0].device)
     inputs = [(f"projection {s}", conv, skip) for s, (conv, skip) in enumerate(zip(decoder.projections, skips))]

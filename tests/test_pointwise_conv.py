@@ -82,3 +82,12 @@ def test_clear_error_for_a_kernel_that_is_not_1x1():
         pointwise_conv(torch.randn(1, 4, 8, 8), torch.randn(2, 4, 3, 3))
     with pytest.raises(ValueError, match="1×1 kernel"):
         pointwise_conv(torch.randn(1, 4, 8, 8), torch.randn(2, 5, 1, 1))
+
+
+def test_mismatched_dtypes_raise_as_the_convolution_does():
+    """No silent promotion on the CPU: nn.Conv (and CUDA, which keeps it) refuses float64 input with float32 weights."""
+    x, weight = torch.randn(1, 4, 8, 8, dtype=torch.float64), torch.randn(2, 4, 1, 1)
+    with pytest.raises(RuntimeError):
+        F.conv2d(x, weight)
+    with pytest.raises(RuntimeError):
+        pointwise_conv(x, weight)

@@ -66,11 +66,10 @@ def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
         raise ValueError(f"pointwise_conv needs a 1×1 kernel over the input's {x.shape[1]} channels and "
                          f"{x.dim() - 2} spatial axes, got weight {tuple(weight.shape)} for input {tuple(x.shape)}")
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
+    tensors = (x.contiguous(), weight, bias)
+    if torch.is_autocast_enabled(device_type):  # otherwise mismatched dtypes raise in the convolution, as nn.Conv's
         dtype = torch.get_autocast_dtype(device_type)
-    else:
-        dtype = torch.promote_types(x.dtype, weight.dtype)
-    tensors = [t if t is None else t.to(dtype) for t in (x.contiguous(), weight, bias)]
+        tensors = [t if t is None else t.to(dtype) for t in tensors]
     with torch.autocast(device_type, enabled=False):
         return _PointwiseConv.apply(*tensors)
 
