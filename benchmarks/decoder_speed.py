@@ -1,6 +1,7 @@
-"""FuseUNet's decoder variants side by side in one process: the eager default (fused solve; on the CPU the 1×1
-convolutions' backward as matrix products), the fused solve with nn.Conv's own backward, and autograd's composition
-with nn.Conv (the decoder before both; what torch.compile traces).
+"""FuseUNet's decoder variants side by side in one process: the eager default (fused solve; on the CPU each solve step
+in the C kernels and the 1×1 convolutions' backward as matrix products), the fused solve in PyTorch operations, the
+same with nn.Conv's own backward, and autograd's composition with nn.Conv (the decoder before all three; what
+torch.compile traces).
 
 usage: python benchmarks/decoder_speed.py PLANS.json -c CONFIG [-device cpu|cuda] [--batch N] [--patch-size ...]
        [--repeats 5]
@@ -23,12 +24,14 @@ from nnunet_fuse.planning import MARKER_KEY, network_from_plans
 from nnunet_fuse.profiling import (EncoderAlone, TrainingStep, candidates, check_patch_size, input_channels,
                                    interleaved_median_seconds, make_loss, peak_step_memory_bytes, random_target)
 
-# name: (fused_solve, cpu_matmul_backward); the first is the default
+# name: (fused_solve, cpu_matmul_backward, cpu_native_solve); the first is the default
 VARIANTS = {
-    "default": (True, True),
-    "fused, nn.Conv": (True, False),
-    "composed, nn.Conv": (False, False),
+    "default": (True, True, True),
+    "fused, torch ops": (True, True, False),
+    "fused, nn.Conv": (True, False, False),
+    "composed, nn.Conv": (False, False, False),
 }
+CPU_ONLY = ("fused, torch ops", "fused, nn.Conv")  # the same as the default elsewhere
 
 
 def decoder_step(network, skips, weights):
@@ -110,13 +113,15 @@ def main():
     network, cm = network_from_plans(plans, dataset_json, args.c)
     network = network.to(device).train()
     variants = dict(VARIANTS)
-    if device.type != "cpu":  # cpu_matmul_backward changes nothing there: the same as the default
-        del variants["fused, nn.Conv"]
+    if device.type != "cpu":
+        for name in CPU_ONLY:
+            del variants[name]
     networks = {}
-    for name, (fused_solve, cpu_matmul_backward) in variants.items():
+    for name, (fused_solve, cpu_matmul_backward, cpu_native_solve) in variants.items():
         networks[name] = copy.deepcopy(network)
         networks[name].decoder.fused_solve = fused_solve
         networks[name].decoder.cpu_matmul_backward = cpu_matmul_backward
+        networks[name].decoder.cpu_native_solve = cpu_native_solve
     batch_n = args.batch or cm.batch_size
     batch = torch.randn(batch_n, input_channels(dataset_json), *cm.patch_size, device=device)
     target, regions = random_target(plans, dataset_json, batch_n, cm.patch_size, device)

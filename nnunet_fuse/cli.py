@@ -153,7 +153,8 @@ def _profile(args: argparse.Namespace) -> int:
     try:
         rows = profile_plans(plans, dataset_json, args.c, device, args.batch, args.patch_size, args.warmup,
                              args.repeats, inference=not args.no_inference, compile=args.compile,
-                             methods=[m.strip() for m in args.methods.split(",") if m.strip()])
+                             methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+                             inference_repeats=args.inference_repeats)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -162,6 +163,7 @@ def _profile(args: argparse.Namespace) -> int:
             "patch_size": args.patch_size or cfg.get("patch_size"), "batch_size": args.batch or cfg.get("batch_size"),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
             "torch": torch.__version__, "warmup": args.warmup, "repeats": args.repeats, "compile": args.compile,
+            "inference_repeats": None if args.no_inference else args.inference_repeats,
             "date": datetime.date.today().isoformat()}
     print("\n" + format_table(table_rows(rows)))
     stem = Path(args.o) / f"{meta['dataset']}_{args.c}_{device.type}{'_compiled' if args.compile else ''}"
@@ -228,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--repeats", type=int, default=3, help="timed training steps (median reported)")
     prof.add_argument("--compile", action="store_true", help="train through torch.compile (FLOPs, inference eager)")
     prof.add_argument("--no-inference", action="store_true", help="skip the sliding-window inference timing")
+    prof.add_argument("--inference-repeats", type=int, default=1,
+                      help="timed sliding-window predictions per network, round-robin (median reported)")
     prof.add_argument("--plot", action="store_true", help="also write a PNG bar chart")
     prof.add_argument("--methods", default="fuseunet",
                       help="comma-separated methods profiled beside each base plans (default fuseunet; e.g. "

@@ -16,7 +16,8 @@ What is measured:
   what the step allocates on top (CUDA: the caching allocator's max_memory_allocated; CPU: the peak of live bytes
   from the allocation events of torch's profiler, exact for tensors);
 - sliding-window inference of one random case of the plan's median shape through nnU-Net's nnUNetPredictor
-  (step 0.5, Gaussian weighting, no mirroring).
+  (step 0.5, Gaussian weighting, no mirroring), after one patch predicted as warm-up, the networks round-robin, median
+  of ``inference_repeats``.
 With ``compile`` the training step runs through ``torch.compile`` (as nnU-Net trains on CUDA with nnUNet_compile);
 FLOPs and inference are measured on the eager network.
 """
@@ -204,9 +205,11 @@ def forward_gflops(network: nn.Module, batch: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def inference_seconds(network: nn.Module, plans: dict, dataset_json: dict, configuration: str,
-                      device: torch.device) -> float:
-    """Sliding-window prediction of one random case of the plan's median shape through nnUNetPredictor."""
+def sliding_window_inference(network: nn.Module, plans: dict, dataset_json: dict, configuration: str,
+                             device: torch.device) -> Callable[[], None]:
+    """A call predicting one random case of the plan's median shape through nnUNetPredictor (sliding window, as
+    nnUNetv2_predict). One patch is predicted here first, so the timed calls pay no one-time setup (oneDNN primitives
+    for the patch shape, constant caches, FuseUNet's CPU kernels)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -215,18 +218,22 @@ def inference_seconds(network: nn.Module, plans: dict, dataset_json: dict, confi
     shape = [int(round(s)) for s in cm.median_image_size_in_voxels]
     if len(cm.patch_size) == 2:  # 2D networks predict a 3D case slice by slice
         shape = [int(round(plans["original_median_shape_after_transp"][0])), *shape]
+    network = copy.deepcopy(network).eval()  # the training step's network keeps its deep supervision
     network.decoder.deep_supervision = False
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                 perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
                                 allow_tqdm=False)
     predictor.manual_initialization(network, plans_manager, cm, None, dataset_json, "profile", None)
     case = torch.randn(input_channels(dataset_json), *shape)
-    start = time.perf_counter()
-    with torch.no_grad():
-        predictor.predict_sliding_window_return_logits(case)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):  # as nnUNetPredictor
+        network(torch.randn(1, input_channels(dataset_json), *cm.patch_size, device=device))
+
+    def predict() -> None:
+        with torch.no_grad():
+            predictor.predict_sliding_window_return_logits(case)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return predict
 
 
 def trainer_deep_supervision(plans: dict) -> bool:
@@ -261,11 +268,15 @@ def candidates(base_plans: Sequence[dict], configuration: str, methods: Sequence
 def profile_plans(base_plans: Sequence[dict], dataset_json: dict, configuration: str, device: torch.device,
                   batch_size: Optional[int] = None, patch_size: Optional[Sequence[int]] = None,
                   warmup: int = 1, repeats: int = 3, inference: bool = True, compile: bool = False,
-                  log: Callable[[str], None] = print, methods: Sequence[str] = ("fuseunet",)) -> List[ProfileRow]:
+                  log: Callable[[str], None] = print, methods: Sequence[str] = ("fuseunet",),
+                  inference_repeats: int = 1) -> List[ProfileRow]:
     """Measure every candidate of every base plans for one configuration; ratios against the first network of each
     base plans (nnU-Net's) and against that plans' encoder alone. All candidates are built first and their training
-    steps timed round-robin (interleaved_median_seconds); memory, FLOPs and inference are then measured one network
-    at a time."""
+    steps timed round-robin (interleaved_median_seconds); memory and FLOPs are then measured one network at a time,
+    and last the networks' inference, round-robin again (median of inference_repeats)."""
+    if repeats < 1 or inference_repeats < 1:
+        raise ValueError(f"--repeats and --inference-repeats must be at least 1, got {repeats} and "
+                         f"{inference_repeats}")
     built = []
     for name, plans, kind in candidates(base_plans, configuration, methods):
         plans = copy.deepcopy(plans)
@@ -293,14 +304,18 @@ def profile_plans(base_plans: Sequence[dict], dataset_json: dict, configuration:
     seconds = interleaved_median_seconds([step for *_, step in built], max(warmup, 2) if compile else warmup, repeats)
     rows: List[ProfileRow] = []
     for (name, plans, kind, counts, network, step), step_seconds in zip(built, seconds):
-        log(f"measuring memory, FLOPs{' and inference' if inference and kind == 'network' else ''} of {name}")
+        log(f"measuring memory and FLOPs of {name}")
         peak = resident_bytes(step.resident_tensors()) + peak_step_memory_bytes(step, device)
         gflops = forward_gflops(network, step.batch)
-        infer = None
-        if inference and kind == "network":
-            infer = inference_seconds(network, plans, dataset_json, configuration, device)
         rows.append(ProfileRow(name, plans["plans_name"], kind, counts["total"], counts["encoder"],
-                               counts["decoder"], gflops, step_seconds, peak / 2 ** 20, infer))
+                               counts["decoder"], gflops, step_seconds, peak / 2 ** 20))
+    if inference:
+        predicted = [(row, sliding_window_inference(network, plans, dataset_json, configuration, device))
+                     for row, (_, plans, kind, _, network, _) in zip(rows, built) if kind == "network"]
+        log(f"timing sliding-window inference of {len(predicted)} networks round-robin ({inference_repeats} each)")
+        for (row, _), infer in zip(predicted, interleaved_median_seconds([p for _, p in predicted], 0,
+                                                                         inference_repeats)):
+            row.inference_seconds = infer
     add_ratios(rows)
     return rows
 

@@ -5,6 +5,7 @@ import torch
 from nnunet_fuse.ode.decoder import skip_field
 from nnunet_fuse.ode.fused_solve import fuseunet_solve, solve_forward
 from nnunet_fuse.ode.multistep import multistep_solve
+from nnunet_fuse.ode.native import solve_kernels
 from nnunet_fuse.ode.resample import linear_upsample
 
 
@@ -26,10 +27,11 @@ def pyramid(size, n, channels=3, batch=2, dtype=torch.float64):
 @pytest.mark.parametrize("max_order", [1, 2, 4])
 @pytest.mark.parametrize("corrector", [True, False])
 @pytest.mark.parametrize("keep_states", [True, False])
-def test_values_and_gradients_equal_the_autograd_composition(size, n, max_order, corrector, keep_states):
+@pytest.mark.parametrize("native", [True, False], ids=["C kernels", "torch ops"])
+def test_values_and_gradients_equal_the_autograd_composition(size, n, max_order, corrector, keep_states, native):
     torch.manual_seed(n * 10 + max_order)
     forcings = pyramid(size, n)
-    states = fuseunet_solve(forcings, size, 1 / n, max_order, corrector, keep_states)
+    states = fuseunet_solve(forcings, size, 1 / n, max_order, corrector, keep_states, native)
     reference = reference_solve(forcings, size, 1 / n, max_order, corrector, keep_states)
     assert len(states) == len(reference) == (n if keep_states else 1)
     weights = [torch.randn_like(s) for s in reference]
@@ -41,27 +43,30 @@ def test_values_and_gradients_equal_the_autograd_composition(size, n, max_order,
     assert sum(g.abs().sum() for g in grads) > 0
 
 
-def test_gradcheck_and_ties_follow_relu_derivative_zero():
+@pytest.mark.parametrize("native", [True, False], ids=["C kernels", "torch ops"])
+def test_gradcheck_and_ties_follow_relu_derivative_zero(native):
     """Finite differences agree (float64); at exact ties g = -y (here: a forcing of exactly zero meets y_0 = 0) the
     gradient is that of -y + ReLU(y + g) with ReLU'(0) = 0, as in skip_field."""
     torch.manual_seed(0)
     forcings = pyramid((6, 4), 3, channels=2, batch=1)
-    assert torch.autograd.gradcheck(lambda *f: fuseunet_solve(f, (6, 4), 1 / 3, 4, True, True), forcings)
+    assert torch.autograd.gradcheck(lambda *f: fuseunet_solve(f, (6, 4), 1 / 3, 4, True, True, native), forcings)
     tied = [torch.zeros(1, 1, 4, 4, dtype=torch.float64, requires_grad=True)]
-    (grad,) = torch.autograd.grad(fuseunet_solve(tied, (4, 4), 1.0)[0].sum(), tied)
+    (grad,) = torch.autograd.grad(fuseunet_solve(tied, (4, 4), 1.0, native=native)[0].sum(), tied)
     (reference,) = torch.autograd.grad(reference_solve(tied, (4, 4), 1.0, 4, True, False)[0].sum(), tied)
     assert torch.equal(grad, reference) and torch.equal(grad, torch.zeros_like(grad))
 
 
-def test_inference_computes_no_masks_and_the_same_values():
+@pytest.mark.parametrize("native", [True, False], ids=["C kernels", "torch ops"])
+def test_inference_computes_no_masks_and_the_same_values(native):
     torch.manual_seed(1)
     forcings = [f.detach() for f in pyramid((16, 16), 4, dtype=torch.float32)]
     masks = {}
-    with_masks = solve_forward(forcings, (16, 16), 0.25, masks=masks)
+    with_masks = solve_forward(forcings, (16, 16), 0.25, masks=masks,
+                               kernels=solve_kernels(forcings[0]) if native else None)
     assert sorted(masks) == sorted([("c", k) for k in range(4)] + [("p", k) for k in range(1, 4)])
     assert all(m.dtype == torch.bool and m.shape == (2, 3, 16, 16) for m in masks.values())
     with torch.inference_mode():
-        out = fuseunet_solve(forcings, (16, 16), 0.25)
+        out = fuseunet_solve(forcings, (16, 16), 0.25, native=native)
     assert torch.equal(out[0], with_masks[0])
 
 

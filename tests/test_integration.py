@@ -108,3 +108,4 @@ def test_env_line_keeps_other_trainer_folders_and_finds_installed_trainers(tmp_p
     assert module == "nnunet_fuse.training.fuseunet"  # canonical, picklable class
     if "site-packages" in package_file:  # a wheel install must carry the trainers folder inside the package
         assert Path(folder).parent == Path(package_file).parent
+        assert (Path(package_file).parent / "ode" / "solve_kernels.c").is_file()  # the C source the solve builds

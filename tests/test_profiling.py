@@ -44,11 +44,14 @@ def check_group(rows):
 
 def test_profile_cli_on_a_planned_dataset(planned_dataset, tmp_path):
     _, env, _ = planned_dataset
-    result = run(f"nnunet-fuse profile -d {TINY_ID} -c 2d --batch 2 --warmup 0 --repeats 1 --plot -o {tmp_path}", env)
+    result = run(f"nnunet-fuse profile -d {TINY_ID} -c 2d --batch 2 --warmup 0 --repeats 1 --inference-repeats 2 "
+                 f"--plot -o {tmp_path}", env)
+    assert "timing sliding-window inference of 4 networks round-robin (2 each)" in result.stdout
     assert "| network" in result.stdout and "step ×encoder" in result.stdout
     stem = tmp_path / f"Dataset{TINY_ID}_Tiny_2d_cpu"
     data = json.loads(stem.with_suffix(".json").read_text())
     assert data["meta"]["configuration"] == "2d" and data["meta"]["batch_size"] == 2
+    assert data["meta"]["inference_repeats"] == 2
     rows = data["rows"]
     # nnUNetPlans and the ResEnc M plans of the fixture, each with its FuseUNet variant and its encoder alone
     assert [r["name"] for r in rows] == [
@@ -83,6 +86,9 @@ def test_profile_errors(planned_dataset):
                  check=False)
     assert result.returncode == 2 and "does not fit the plan's strides" in result.stderr
     assert "e.g. [64, 64, 64]" in result.stderr
+    result = run(f"{BIN / 'nnunet-fuse'} profile --plans-file {plans} -c 3d_fullres --inference-repeats 0", None,
+                 check=False)
+    assert result.returncode == 2 and "--inference-repeats must be at least 1, got 3 and 0" in result.stderr
 
 
 def test_candidates_for_several_methods_and_ratios_per_group():

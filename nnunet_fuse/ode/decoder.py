@@ -5,7 +5,8 @@ g_k = upsample(Conv1x1(s_k)) and the field F_k(y) = -y + ReLU(y + g_k); one step
 No conv blocks: the decoder's parameters are N 1×1 projections and one 1×1 head.
 Eager mode solves with fused_solve (one autograd node, fewer full-resolution passes); under torch.compile with
 multistep_solve over skip_field fields, autograd's ops that the compiler fuses itself. Both compute the same maths.
-On the CPU in eager mode the 1×1 convolutions compute their gradients as matrix products (pointwise_conv).
+On the CPU in eager mode the 1×1 convolutions compute their gradients as matrix products (pointwise_conv), and each
+step of the solve is one pass of C kernels compiled on first use (native.py).
 """
 from __future__ import annotations
 
@@ -92,11 +93,14 @@ class FuseUNetDecoder(nn.Module):
     cpu_matmul_backward: on the CPU in eager mode the 1×1 projections' and head's gradients are computed as matrix
     products (PointwiseConv2d/3d: nn.Conv with the same parameters; at full resolution 0.5–0.7× the time of oneDNN's
     convolution forward + backward there); False keeps nn.Conv's backward. Same values either way.
+    cpu_native_solve: on the CPU in eager mode (float32/float64), each solve step runs as one pass over memory in C
+    kernels built on first use with the system C compiler (native.py; without one, a warning and PyTorch operations);
+    False: PyTorch operations. The same terms either way (equal to rounding).
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, deep_supervision: bool = False,
                  state_channels: Union[int, None] = None, max_order: int = MAX_ORDER, corrector: bool = True,
-                 fused_solve: bool = True, cpu_matmul_backward: bool = True):
+                 fused_solve: bool = True, cpu_matmul_backward: bool = True, cpu_native_solve: bool = True):
         super().__init__()
         n_stages = len(encoder.output_channels)
         if n_stages < 2:
@@ -115,6 +119,7 @@ class FuseUNetDecoder(nn.Module):
         self.corrector = corrector
         self.deep_supervision = deep_supervision
         self.fused_solve = fused_solve  # eager mode: fused_solve; False: autograd's composition, as under compile
+        self.cpu_native_solve = cpu_native_solve
         # projections[s] belongs to encoder stage s (finest first, like the skips)
         pointwise = {2: PointwiseConv2d, 3: PointwiseConv3d}[self.dim]
         self.projections = nn.ModuleList(pointwise(c, self.state_channels) for c in encoder.output_channels)
@@ -156,7 +161,8 @@ class FuseUNetDecoder(nn.Module):
         else:  # the same maths in fewer full-resolution passes (fused_solve)
             forcings = [self.projections[s](skips[s]) for s in reversed(range(self.n_stages))]
             states = fuseunet_solve(forcings, size, h=1.0 / self.n_stages, max_order=self.max_order,
-                                    corrector=self.corrector, keep_states=self.deep_supervision)
+                                    corrector=self.corrector, keep_states=self.deep_supervision,
+                                    native=self.cpu_native_solve)
         if not self.deep_supervision:
             return self.head(states[-1])
         # the state after the step that consumed stage s's skip, pooled to that stage's resolution
