@@ -12,11 +12,7 @@ from nnunet_fuse.architectures import FuseUNet
 from nnunet_fuse.ode import native
 from nnunet_fuse.ode.fused_solve import fuseunet_solve
 from nnunet_fuse.ode.native import SolveKernels, solve_kernels
-
-
-def pyramid(size, n, channels, batch, dtype):
-    return [torch.randn(batch, channels, *[max(1, s >> (n - 1 - k)) for s in size], dtype=dtype, requires_grad=True)
-            for k in range(n)]
+from test_fused_solve import pyramid
 
 
 def solve_and_grads(forcings, size, native_solve, keep_states=True):

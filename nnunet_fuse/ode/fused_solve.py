@@ -88,15 +88,15 @@ def _backward_step_torch(buffers: _Buffers, y_adjoint, grad, fresh, f_adjoint, m
     if f_adjoint is not None:  # dF/dg = mask, dF/dy = mask - 1
         g_adjoint.copy_(mask_c).mul_(f_adjoint)  # the mask converted in our buffer first: no new tensor
         y_adjoint.add_(g_adjoint).sub_(f_adjoint)
-    fresh = list(adjoints_fresh)
+    unwritten = list(adjoints_fresh)  # adjoints whose first term is still to come: written, not added to
 
     def accumulate(coefficients, value):
         for j, c in enumerate(coefficients):
             if c == 0:
                 continue
-            if fresh[j]:
+            if unwritten[j]:
                 torch.mul(value, c, out=adjoints[j])
-                fresh[j] = False
+                unwritten[j] = False
             else:
                 adjoints[j].add_(value, alpha=c)
     accumulate(ca, y_adjoint)
