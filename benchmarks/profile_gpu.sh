@@ -6,10 +6,13 @@ set -euo pipefail
 out=${1:?usage: profile_gpu.sh OUTDIR [--compile]}; shift
 plans=benchmarks/plans
 nf() { python3 -m nnunet_fuse.cli "$@"; }
-nf profile --plans-file $plans/Dataset027_ACDC/nnUNetPlans.json -c 2d -device cuda --warmup 3 --repeats 10 --inference-repeats 3 --plot -o "$out" "$@"
-nf profile --plans-file $plans/Dataset137_BraTSlike/nnUNetPlans.json -c 3d_fullres -device cuda --warmup 3 --repeats 10 --inference-repeats 3 --plot -o "$out" "$@"
-nf profile --plans-file $plans/Dataset220_KiTSlike/nnUNetPlans.json -c 3d_fullres -device cuda --warmup 3 --repeats 10 --plot --no-inference -o "$out" "$@"
+timing=(-device cuda --warmup 3 --repeats 10 --plot -o "$out")
+nf profile --plans-file $plans/Dataset027_ACDC/nnUNetPlans.json -c 2d "${timing[@]}" --inference-repeats 3 "$@"
+nf profile --plans-file $plans/Dataset137_BraTSlike/nnUNetPlans.json -c 3d_fullres "${timing[@]}" \
+  --inference-repeats 3 "$@"
+nf profile --plans-file $plans/Dataset220_KiTSlike/nnUNetPlans.json -c 3d_fullres "${timing[@]}" --no-inference "$@"
 if [ $# -eq 0 ]; then
-  python3 benchmarks/decoder_speed.py $plans/Dataset027_ACDC/nnUNetPlans.json -c 2d -device cuda --repeats 20 | tee "$out/decoder_speed_cuda.txt"
-  python3 benchmarks/decoder_speed.py $plans/Dataset137_BraTSlike/nnUNetPlans.json -c 3d_fullres -device cuda --repeats 20 | tee -a "$out/decoder_speed_cuda.txt"
+  speed() { python3 benchmarks/decoder_speed.py "$@" -device cuda --repeats 20; }
+  speed $plans/Dataset027_ACDC/nnUNetPlans.json -c 2d | tee "$out/decoder_speed_cuda.txt"
+  speed $plans/Dataset137_BraTSlike/nnUNetPlans.json -c 3d_fullres | tee -a "$out/decoder_speed_cuda.txt"
 fi

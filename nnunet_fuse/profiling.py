@@ -410,8 +410,8 @@ def plot_rows(rows: Sequence[ProfileRow], meta: dict, png: Path) -> Path:
         ax.invert_yaxis()
     for ax in axes[1:]:
         ax.set_yticklabels([])
-    fig.suptitle(f"{meta['dataset']} {meta['configuration']} — patch {meta['patch_size']}, batch {meta['batch_size']},"
-                 f" {meta['device']}")
+    fig.suptitle(f"{meta['dataset']} {meta['configuration']} — patch {meta['patch_size']}, "
+                 f"batch {meta['batch_size']}, {meta['device']}")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

@@ -14,8 +14,9 @@ TINY_ID = 991
 
 def run(command, env, cwd=None, check=True, timeout=900):
     """Run a command; on failure show its output in the assertion message."""
+    shell = isinstance(command, str)
     result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            shell=isinstance(command, str), executable="/bin/bash" if isinstance(command, str) else None)
+                            shell=shell, executable="/bin/bash" if shell else None)
     if check and result.returncode != 0:
         raise AssertionError(f"{command} exited {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n"
                              f"--- stderr\n{result.stderr[-6000:]}")

@@ -91,5 +91,6 @@ def test_losses_reject_bad_shapes_and_give_gradients():
         ssim(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9))
     fused = torch.rand(1, 1, 8, 8, requires_grad=True)
     images = torch.rand(1, 2, 8, 8)
-    (intensity_loss(fused, images) + gradient_loss(fused, images) + reconstruction_loss(fused, images[:, :1])).backward()
+    loss = intensity_loss(fused, images) + gradient_loss(fused, images) + reconstruction_loss(fused, images[:, :1])
+    loss.backward()
     assert fused.grad is not None and fused.grad.abs().sum() > 0

@@ -1,8 +1,8 @@
 """nnU-Net's UNetDecoder with HFF blocks as its skip-merge operator (``skip_merge: "hff"`` in HiFuse plans).
 
 Where UNetDecoder concatenates [upsampled; skip] (2·C_skip channels), each stage here merges them with an HFF block:
-HFF(local = skip, global = upsampled) → 2·C_skip channels, so the stage's convolutions, the deep-supervision heads and
-the checkpoint layout of everything else stay nnU-Net's. skips: list (B, C_s, *S_s), bottleneck last → logits.
+HFF(local = skip, global = upsampled) → 2·C_skip channels, so the stage's convolutions, the deep-supervision heads
+and the checkpoint layout of everything else stay nnU-Net's. skips: list (B, C_s, *S_s), bottleneck last → logits.
 """
 from __future__ import annotations
 
