@@ -35,6 +35,11 @@ def main(template: Path, out: Path) -> None:
         kw.update({"n_stages": 6, "features_per_stage": [32, 64, 128, 256, 320, 320],
                    "kernel_sizes": [[3, 3, 3]] * 6, "strides": [[1, 1, 1]] + [[2, 2, 2]] * 5,
                    "n_conv_per_stage": [2] * 6, "n_conv_per_stage_decoder": [2] * 5})
+        channels = len(setup["channels"])  # per-channel entries, as nnU-Net's planner writes them
+        cfg["normalization_schemes"] = cfg["normalization_schemes"][:1] * channels
+        cfg["use_mask_for_norm"] = cfg["use_mask_for_norm"][:1] * channels
+        properties = plans["foreground_intensity_properties_per_channel"]["0"]
+        plans["foreground_intensity_properties_per_channel"] = {str(c): properties for c in range(channels)}
         plans["configurations"] = {"3d_fullres": cfg}
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)

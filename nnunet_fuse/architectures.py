@@ -8,7 +8,6 @@ from __future__ import annotations
 import pydoc
 from typing import List, Sequence, Tuple, Type, Union
 
-import numpy as np
 import torch
 from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
@@ -133,8 +132,9 @@ class FuseResEncUNet(_EncoderDecoder):
 class HiFuseUNet(_EncoderDecoder):
     """HiFuseEncoder (local CNN + global window attention, fused stage by stage by HFF blocks) + nnU-Net's UNetDecoder.
     Arguments as PlainConvUNet's, plus ``global_stages`` (default: the deeper half), ``window_size`` (default 7 in 2D,
-    4 in 3D), ``head_channels`` (channels per attention head) and ``skip_merge`` ("concat": nnU-Net's; "hff": HFF
-    blocks merge each skip with the upsampled features)."""
+    4 in 3D), ``head_channels`` (channels per attention head), ``skip_merge`` ("concat": nnU-Net's; "hff": HFF
+    blocks merge each skip with the upsampled features) and ``activation_checkpointing`` (the encoder's blocks are
+    recomputed in the backward instead of kept)."""
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
                  kernel_sizes: IntOrSeq, strides: IntOrSeq, n_conv_per_stage: IntOrSeq, num_classes: int,
@@ -144,7 +144,7 @@ class HiFuseUNet(_EncoderDecoder):
                  nonlin: Union[None, Type[nn.Module]] = None, nonlin_kwargs: dict = None,
                  deep_supervision: bool = False, nonlin_first: bool = False,
                  global_stages: Sequence[int] = None, window_size: IntOrSeq = None, head_channels: int = 32,
-                 skip_merge: str = "concat"):
+                 skip_merge: str = "concat", activation_checkpointing: bool = False):
         super().__init__()
         check_stage_arguments(n_stages, conv_op, kernel_sizes=kernel_sizes, strides=strides,
                               features_per_stage=features_per_stage, n_conv_per_stage=n_conv_per_stage)
@@ -153,7 +153,7 @@ class HiFuseUNet(_EncoderDecoder):
         self.encoder = HiFuseEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
                                      n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
                                      dropout_op_kwargs, nonlin, nonlin_kwargs, True, global_stages, window_size,
-                                     head_channels)
+                                     head_channels, activation_checkpointing=activation_checkpointing)
         decoder = HFFSkipDecoder if skip_merge == "hff" else UNetDecoder
         self.decoder = decoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
                                nonlin_first=nonlin_first)
@@ -164,8 +164,8 @@ class HiFuseUNet(_EncoderDecoder):
 
 
 class HiFuseFuseUNet(_EncoderDecoder):
-    """HiFuseEncoder + the FuseUNet multistep ODE decoder (HiFuseUNet's arguments minus the decoder convs, plus
-    ``state_channels``, ``max_order``, ``corrector``)."""
+    """HiFuseEncoder + the FuseUNet multistep ODE decoder (HiFuseUNet's arguments minus the decoder convs and
+    ``skip_merge``, plus ``state_channels``, ``max_order``, ``corrector``)."""
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
                  kernel_sizes: IntOrSeq, strides: IntOrSeq, n_conv_per_stage: IntOrSeq, num_classes: int,
@@ -174,14 +174,15 @@ class HiFuseFuseUNet(_EncoderDecoder):
                  nonlin: Union[None, Type[nn.Module]] = None, nonlin_kwargs: dict = None,
                  deep_supervision: bool = False, nonlin_first: bool = False,
                  global_stages: Sequence[int] = None, window_size: IntOrSeq = None, head_channels: int = 32,
-                 state_channels: Union[int, None] = None, max_order: int = 4, corrector: bool = True):
+                 activation_checkpointing: bool = False, state_channels: Union[int, None] = None, max_order: int = 4,
+                 corrector: bool = True):
         super().__init__()
         check_stage_arguments(n_stages, conv_op, kernel_sizes=kernel_sizes, strides=strides,
                               features_per_stage=features_per_stage, n_conv_per_stage=n_conv_per_stage)
         self.encoder = HiFuseEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
                                      n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
                                      dropout_op_kwargs, nonlin, nonlin_kwargs, True, global_stages, window_size,
-                                     head_channels)
+                                     head_channels, activation_checkpointing=activation_checkpointing)
         self.decoder = FuseUNetDecoder(self.encoder, num_classes, deep_supervision, state_channels, max_order,
                                        corrector)
 
@@ -196,13 +197,18 @@ class Fuse4SegNet(nn.Module):
     input_channels: N ≥ 2 modalities. The segmentation network (``segmentation_network``: a dotted class name such as
     nnU-Net's ``dynamic_network_architectures.architectures.unet.PlainConvUNet`` or our FuseUNet, built with the
     remaining keyword arguments as nnU-Net builds it) sees the fused image (1 channel) or, with ``feed_originals``
-    (the ablation), the fused image followed by the N input channels.
+    (the ablation), the fused image followed by the N input channels. ``fusion_downsample``: the fusion blocks run at
+    the resolution of the segmentation network's second stage (its first stride); ``fusion_activation_checkpointing``:
+    the fusion network recomputes its blocks in the backward instead of keeping them; ``fusion_intensity_ranges``:
+    per channel the (low, high) that the fusion network maps to [0, 1] (``nnunet-fuse plan`` writes them).
     forward(x): (B, N, *spatial) → logits (B, K, *spatial), or the segmentation network's deep-supervision list.
     """
 
     def __init__(self, input_channels: int, num_classes: int, segmentation_network: str, deep_supervision: bool = False,
                  fusion_channels: int = 16, fusion_base_blocks: int = 1, fusion_detail_blocks: int = 2,
-                 feed_originals: bool = False, **segmentation_kwargs):
+                 feed_originals: bool = False, fusion_downsample: bool = False,
+                 fusion_activation_checkpointing: bool = False, fusion_intensity_ranges: Sequence = None,
+                 **segmentation_kwargs):
         super().__init__()
         if input_channels < 2:
             raise ValueError(f"Fuse4Seg fuses N >= 2 modalities, the dataset has {input_channels} channel; use "
@@ -212,8 +218,14 @@ class Fuse4SegNet(nn.Module):
             raise ValueError(f"segmentation_network '{segmentation_network}' cannot be imported")
         self.input_channels = input_channels
         self.feed_originals = feed_originals
-        self.fusion = FusionNetwork(segmentation_kwargs["conv_op"], fusion_channels, fusion_base_blocks,
-                                    fusion_detail_blocks)
+        conv_op = segmentation_kwargs["conv_op"]
+        downsample = None
+        if fusion_downsample:  # the segmentation network's first downsampling stride
+            stride = segmentation_kwargs["strides"][1]
+            downsample = [stride] * convert_conv_op_to_dim(conv_op) if isinstance(stride, int) else list(stride)
+        self.fusion = FusionNetwork(conv_op, fusion_channels, fusion_base_blocks, fusion_detail_blocks,
+                                    downsample=downsample, activation_checkpointing=fusion_activation_checkpointing,
+                                    intensity_ranges=fusion_intensity_ranges)
         self.segmentation = segmentation_class(input_channels=1 + (input_channels if feed_originals else 0),
                                                num_classes=num_classes, deep_supervision=deep_supervision,
                                                **segmentation_kwargs)
@@ -237,13 +249,9 @@ class Fuse4SegNet(nn.Module):
         return self.segmentation(self.segmentation_input(x, self.fusion(x)))
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]):
-        """nnU-Net's VRAM proxy: the segmentation network's count plus the fusion network's feature maps (about
-        (2 + 6·base + 4·detail blocks) maps of fusion_channels per modality, an estimate)."""
-        fusion = self.fusion
-        maps = 2 + 6 * len(fusion.base) + 4 * len(fusion.detail)
-        voxels = int(np.prod(input_size))
-        return self.segmentation.compute_conv_feature_map_size(input_size) + (
-            self.input_channels * maps + 8) * fusion.channels * voxels
+        """nnU-Net's VRAM proxy: the segmentation network's count plus what the fusion network keeps."""
+        return (self.segmentation.compute_conv_feature_map_size(input_size)
+                + self.fusion.compute_conv_feature_map_size(input_size, self.input_channels))
 
     @staticmethod
     def initialize(module: nn.Module) -> None:

@@ -3,7 +3,8 @@
 BUDGETS[name] = (epochs, iterations per epoch, validation iterations per epoch).
 """
 BUDGETS = {
-    "smoke": (2, 4, 2),        # tests only
+    "smoke": (2, 4, 2),        # tests only (no mirroring: see training/budget.py)
+    "check": (2, 1, 1),        # full-size end-to-end checks (benchmarks/full_size.py): one iteration per phase
     "small": (5, 50, 10),      # ~1 h for nnU-Net + FuseUNet on MSD Hippocampus 3d_fullres, 2 CPU cores
     "medium": (100, 250, 50),  # a few GPU hours
     "paper": (1000, 250, 50),  # nnU-Net's schedule

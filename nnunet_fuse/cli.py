@@ -30,7 +30,7 @@ def _plan(args: argparse.Namespace) -> int:
     try:
         method = args.method if not args.segment_with else f"{args.method}-{args.segment_with}"
         result = write_plans_variant(preprocessed, args.d, method, args.base_plans, args.c, args.plans_name,
-                                     args.overwrite)
+                                     args.overwrite, args.keep_base_batch_and_patch)
     except PlanningError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("-c", nargs="+", default=None, help="configurations to keep (default: all), e.g. 2d 3d_fullres")
     plan.add_argument("--plans-name", default=None, help="name of the variant (default e.g. nnUNetFuseUNetPlans)")
     plan.add_argument("--overwrite", action="store_true", help="replace an earlier, different variant of ours")
+    plan.add_argument("--keep-base-batch-and-patch", action="store_true",
+                      help="keep nnU-Net's batch and patch size (same-input comparisons) instead of budgeting them "
+                           "for the method's network within the memory nnU-Net planned for")
     plan.add_argument("--segment-with", choices=["fuseunet"], default=None,
                       help="with --method fuse4seg: the segmentation network behind the fusion stage (default: "
                            "nnU-Net's own from the base plans; fuseunet: the FuseUNet decoder)")

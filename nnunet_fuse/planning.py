@@ -1,19 +1,36 @@
 """Plans variants: an nnU-Net plans file rewritten for one of our methods, written next to it.
 
-Nothing is preprocessed again: every configuration keeps its ``data_identifier``, only the ``architecture`` entry
-changes (network class and its arguments, from the method's overlay in ``plans/<method>.json``). nnU-Net's own
-files are never overwritten.
+Nothing is preprocessed again: every configuration keeps its ``data_identifier``; the ``architecture`` entry changes
+(network class and its arguments, from the method's overlay in ``plans/<method>.json``), and the batch and patch
+size are budgeted for the method's own network as nnU-Net's planner budgets its own (``fit_to_memory``). nnU-Net's
+own files are never overwritten.
 """
 from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
 
 from nnunet_fuse.resources import plans_overlays_folder
 
 MARKER_KEY = "nnunet_fuse"  # present in every plans file we write; files without it are not ours to overwrite
+
+# nnU-Net's planners (nnunetv2 2.8.1, default GPU memory target): the VRAM proxy (compute_conv_feature_map_size,
+# elements of one sample) that fits the target at the reference batch size. A batch of b samples of estimate e
+# fits when b · e <= reference · reference batch (2d 12, 3d 2); nnU-Net never plans a batch below 2.
+PLANNER_REFERENCES = {  # planner class: (reference 2d, reference 3d)
+    "ExperimentPlanner": (85e6, 560e6),
+    "ResEncUNetPlanner": (135e6, 680e6),
+    "nnUNetPlannerResEncM": (135e6, 680e6),
+    "nnUNetPlannerResEncL": (380e6, 2100e6),
+    "nnUNetPlannerResEncXL": (560e6, 3600e6),
+}
+REFERENCE_BATCH = {2: 12, 3: 2}
+MIN_BATCH = 2
 
 
 class PlanningError(RuntimeError):
@@ -86,8 +103,21 @@ def make_plans_variant(base_plans: dict, overlay: dict, plans_name: str,
     if unknown:
         raise PlanningError(f"configuration(s) {unknown} do not exist in plans '{base_plans.get('plans_name')}'; "
                             f"available: {list(all_configurations)}")
-    keep = _dependency_closure(all_configurations, wanted)
+    cascade = cascade_configurations(all_configurations, overlay)
+    if configurations and cascade & set(wanted):
+        raise PlanningError(f"method '{overlay['method']}' cannot train {sorted(cascade & set(wanted))}: a cascade "
+                            f"stage adds the previous stage's one-hot maps as input channels, which "
+                            f"{overlay['method']} would fuse as if they were modalities. Use 3d_fullres (or 3d_lowres) "
+                            f"with this method, or nnU-Net's own plans for the cascade.")
+    keep = _dependency_closure(all_configurations, [c for c in wanted if c not in cascade])
     plans["configurations"] = {name: cfg for name, cfg in all_configurations.items() if name in keep}
+    for cfg in plans["configurations"].values():
+        if cascade and cfg.get("next_stage") is not None:  # the cascade stage it would feed is left out
+            next_stages = [n for n in np.atleast_1d(cfg["next_stage"]) if n not in cascade]
+            if next_stages:
+                cfg["next_stage"] = next_stages if isinstance(cfg["next_stage"], list) else next_stages[0]
+            else:
+                del cfg["next_stage"]
 
     for name, cfg in plans["configurations"].items():
         if "architecture" not in cfg:
@@ -108,6 +138,8 @@ def make_plans_variant(base_plans: dict, overlay: dict, plans_name: str,
             kwargs.pop(key, None)
         for key, value in overlay.get("add_arch_kwargs", {}).items():
             kwargs.setdefault(key, value)
+        if "segmentation_network_by_base" in overlay and kwargs.get("fusion_intensity_ranges") is None:
+            kwargs["fusion_intensity_ranges"] = intensity_ranges(plans, name)
         if "window_attention" in overlay and "patch_size" in cfg:  # HiFuse: global attention where affordable
             from nnunet_fuse.hifuse.encoder import attention_settings
 
@@ -125,6 +157,150 @@ def make_plans_variant(base_plans: dict, overlay: dict, plans_name: str,
     return plans
 
 
+def cascade_configurations(configurations: dict, overlay: dict) -> set:
+    """The cascade stages (configurations with a ``previous_stage``) a method cannot train (overlay ``cascade``:
+    false): empty for the methods that can."""
+    if overlay.get("cascade", True):
+        return set()
+    return {name for name, cfg in configurations.items() if cfg.get("previous_stage")}
+
+
+def trainer_deep_supervision(plans: dict) -> bool:
+    """Whether the plans' trainer trains with deep supervision: nnU-Net's yes, FuseUNet's no, others as their overlay
+    says (``trainer_deep_supervision``)."""
+    if MARKER_KEY not in plans:
+        return True
+    return bool(load_overlay(plans[MARKER_KEY]["method"]).get("trainer_deep_supervision", False))
+
+
+def _total_strides(configuration: dict) -> List[int]:
+    strides = np.array(configuration["architecture"]["arch_kwargs"]["strides"])
+    return [int(v) for v in np.prod(strides, axis=0)]
+
+
+def _estimate(plans: dict, dataset_json: dict, configuration: str) -> int:
+    """nnU-Net's VRAM proxy for one sample of the configuration's network, as its trainer builds it."""
+    network, cm = network_from_plans(plans, dataset_json, configuration,
+                                     deep_supervision=trainer_deep_supervision(plans))
+    return int(network.compute_conv_feature_map_size(cm.patch_size))
+
+
+def fit_to_memory(variant: dict, base_plans: dict, overlay: dict, dataset_json: dict,
+                  log: Callable[[str], None] = print) -> Dict[str, dict]:
+    """Budget each configuration of ``variant`` (in place) for the method's own network, as nnU-Net's planner
+    budgets its own: the memory is what nnU-Net planned for its network (its planner's reference for the default
+    GPU target, or the base batch × the base network's estimate, whichever is larger), the cost per sample is
+    ``compute_conv_feature_map_size`` at the patch. If the base batch does not fit, the batch is lowered (never below
+    2), then the patch is shrunk by one total stride along the axis largest against the median image shape (the
+    network's stages and the preprocessed data stay), as nnU-Net's planner shrinks it. Configurations that inherit
+    their patch are left as they are. Returns {configuration: budget record}; the records are also written into the
+    plans (``nnunet_fuse.memory_budget``). Raises PlanningError when not even the smallest patch fits."""
+    records = {}
+    for name, cfg in variant["configurations"].items():
+        if "patch_size" not in cfg or "batch_size" not in cfg or "architecture" not in cfg:
+            continue
+        base_cfg = base_plans["configurations"][name]
+        base_patch, base_batch = list(base_cfg["patch_size"]), int(base_cfg["batch_size"])
+        dim = len(base_patch)
+        base_estimate = _estimate(base_plans, dataset_json, name)
+        planner = base_plans.get("experiment_planner_used")
+        reference = PLANNER_REFERENCES.get(planner, (0, 0))[dim - 2] * REFERENCE_BATCH[dim]
+        budget = max(base_batch * base_estimate, reference)
+        strides = _total_strides(base_cfg)
+        median = cfg.get("median_image_size_in_voxels") or base_patch
+        patch, trial = list(base_patch), variant
+        estimate_at_base_patch = None
+        while True:
+            estimate = _estimate(trial, dataset_json, name)
+            estimate_at_base_patch = estimate_at_base_patch or estimate
+            batch = min(base_batch, math.floor(budget / estimate))
+            if batch >= MIN_BATCH:
+                break
+            shrinkable = [a for a in range(dim) if patch[a] - strides[a] >= 2 * strides[a]]
+            if not shrinkable:
+                raise PlanningError(
+                    f"configuration '{name}': {overlay['method']}'s network does not fit the memory nnU-Net planned "
+                    f"for (budget {budget:.3g} elements) even at batch {MIN_BATCH} and patch {patch}. Plan nnU-Net "
+                    f"for a larger GPU (nnUNetv2_plan_experiment -gpu_memory_target), or pass "
+                    f"--keep-base-batch-and-patch to keep nnU-Net's batch and patch anyway.")
+            axis = max(shrinkable, key=lambda a: patch[a] / median[a])
+            patch[axis] -= strides[axis]
+            trial_base = copy.deepcopy(base_plans)
+            trial_base["configurations"][name]["patch_size"] = list(patch)
+            trial = make_plans_variant(trial_base, overlay, variant["plans_name"], [name])
+        cfg["batch_size"], cfg["patch_size"] = int(batch), list(patch)
+        cfg["architecture"] = trial["configurations"][name]["architecture"]  # HiFuse's windows follow the patch
+        source = f"{planner} reference" if budget == reference and reference else "base batch × base estimate"
+        records[name] = {"base_batch_size": base_batch, "base_patch_size": base_patch, "batch_size": int(batch),
+                         "patch_size": list(patch), "estimate_per_sample": estimate,
+                         "estimate_per_sample_at_base_patch": estimate_at_base_patch,
+                         "base_estimate_per_sample": base_estimate, "budget": budget, "budget_source": source}
+        if (batch, patch) != (base_batch, base_patch):
+            changes = [f"{what} {before} -> {after}" for what, before, after in
+                       (("batch", base_batch, batch), ("patch", base_patch, patch)) if before != after]
+            ratio = estimate_at_base_patch / base_estimate
+            log(f"{name}: {', '.join(changes)}: {overlay['method']} keeps {ratio:.2f}x what nnU-Net's network "
+                f"keeps per sample at nnU-Net's patch, and the budget is what nnU-Net planned for ({source}). "
+                f"--keep-base-batch-and-patch keeps nnU-Net's.")
+    variant[MARKER_KEY]["memory_budget"] = records
+    return records
+
+
+def _configuration_value(plans: dict, configuration: str, key: str):
+    """A configuration's entry, looked up through ``inherits_from`` as nnU-Net does."""
+    cfg = plans["configurations"][configuration]
+    while key not in cfg and cfg.get("inherits_from"):
+        cfg = plans["configurations"][cfg["inherits_from"]]
+    return cfg[key]
+
+
+def intensity_ranges(plans: dict, configuration: str) -> List[List[float]]:
+    """Per channel, the (low, high) of nnU-Net's normalised intensities that Fuse4Seg's fusion network maps to
+    [0, 1], from the plans alone (``write_plans_variant`` replaces them by ``preprocessed_intensity_ranges`` once
+    the data is preprocessed): the dataset's 0.5 and 99.5 foreground percentiles
+    (``foreground_intensity_properties_per_channel``) in the units of the configuration's normalisation.
+    CTNormalization (clip to them, z-score with the dataset's foreground mean and std): exact; ZScoreNormalization
+    (per image): through the dataset's foreground mean and std, a dataset-wide approximation of each image's;
+    NoNormalization: as they are; rescaling to [0, 1]: (0, 1)."""
+    schemes = _configuration_value(plans, configuration, "normalization_schemes")
+    properties = plans["foreground_intensity_properties_per_channel"]
+    ranges = []
+    for channel, scheme in enumerate(schemes):
+        p = properties[str(channel)]
+        low, high = p["percentile_00_5"], p["percentile_99_5"]
+        if scheme in ("RescaleTo01Normalization", "RGBTo01Normalization"):
+            low, high = 0.0, 1.0
+        elif scheme != "NoNormalization":
+            std = max(p["std"], 1e-8)
+            low, high = (low - p["mean"]) / std, (high - p["mean"]) / std
+        if not high > low:
+            high = low + 1.0
+        ranges.append([round(float(low), 4), round(float(high), 4)])
+    return ranges
+
+
+def preprocessed_intensity_ranges(folder: Path, max_cases: int = 8, max_voxels: int = 2 ** 22) -> List[List[float]]:
+    """Per channel, the 0.5 and 99.5 percentiles of nnU-Net's preprocessed (normalised) data in ``folder`` (a
+    configuration's data_identifier folder), over up to ``max_cases`` cases spread over the dataset, strided voxels.
+    What the network will see, whatever the normalisation scheme."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    dataset = infer_dataset_class(str(folder))(str(folder))
+    identifiers = sorted(dataset.identifiers)
+    spread = np.linspace(0, len(identifiers) - 1, min(max_cases, len(identifiers))).astype(int)
+    chosen = [identifiers[i] for i in spread]
+    samples = []
+    for identifier in dict.fromkeys(chosen):
+        data = np.asarray(dataset.load_case(identifier)[0])
+        flat = data.reshape(data.shape[0], -1)
+        samples.append(flat[:, ::max(1, flat.shape[1] * len(chosen) // max_voxels)])
+    pooled = np.concatenate(samples, axis=1).astype(np.float64)
+    ranges = []
+    for low, high in np.percentile(pooled, [0.5, 99.5], axis=1).T:
+        ranges.append([round(float(low), 4), round(float(high if high > low else low + 1.0), 4)])
+    return ranges
+
+
 def check_input_channels(overlay: dict, dataset_json_file: Path) -> None:
     """Refuse a dataset with fewer image channels than the method needs (Fuse4Seg fuses N >= 2 modalities)."""
     needed = overlay.get("min_input_channels", 1)
@@ -140,10 +316,13 @@ def check_input_channels(overlay: dict, dataset_json_file: Path) -> None:
 
 def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int, str], method: str,
                         base_plans_name: str = "nnUNetPlans", configurations: Optional[Sequence[str]] = None,
-                        plans_name: Optional[str] = None, overwrite: bool = False) -> Dict[str, object]:
-    """Write ``<plans_name>.json`` next to ``<base_plans_name>.json`` in the dataset's preprocessed folder.
+                        plans_name: Optional[str] = None, overwrite: bool = False, keep_base_batch_and_patch=False,
+                        log: Callable[[str], None] = print) -> Dict[str, object]:
+    """Write ``<plans_name>.json`` next to ``<base_plans_name>.json`` in the dataset's preprocessed folder, each
+    configuration's batch and patch budgeted for the method's network (``fit_to_memory``) unless
+    ``keep_base_batch_and_patch`` (same-input comparisons); ``log`` gets a line per change.
 
-    Returns {"path", "plans_name", "configurations", "trainer", "status"} where status is "written" or
+    Returns {"path", "plans_name", "configurations", "trainer", "status", "notes"} where status is "written" or
     "unchanged". Refuses to overwrite a file we did not write, or a different variant of ours unless
     ``overwrite``.
     """
@@ -164,9 +343,25 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
     if plans_name == base_plans_name:
         raise PlanningError("the variant's plans name must differ from the base plans name")
     plans = make_plans_variant(base_plans, overlay, plans_name, configurations)
+    notes = []
+    left_out = sorted(cascade_configurations(base_plans["configurations"], overlay) - set(plans["configurations"]))
+    if left_out:
+        notes.append(f"left out {left_out}: {method} cannot train a cascade stage (it would fuse the previous "
+                     f"stage's one-hot maps as if they were modalities)")
+    if keep_base_batch_and_patch:
+        plans[MARKER_KEY]["memory_budget"] = "kept nnU-Net's batch and patch (--keep-base-batch-and-patch)"
+    else:
+        fit_to_memory(plans, base_plans, overlay, json.loads((folder / "dataset.json").read_text()), notes.append)
+    for cfg in plans["configurations"].values():  # Fuse4Seg: the ranges of the data as preprocessed, where it is
+        kwargs = cfg.get("architecture", {}).get("arch_kwargs", {})
+        data_folder = folder / str(cfg.get("data_identifier"))
+        if "fusion_intensity_ranges" in kwargs and data_folder.is_dir() and any(data_folder.iterdir()):
+            kwargs["fusion_intensity_ranges"] = preprocessed_intensity_ranges(data_folder)
+    for note in notes:
+        log(note)
     target = folder / f"{plans_name}.json"
     result = {"path": target, "plans_name": plans_name, "configurations": list(plans["configurations"]),
-              "trainer": overlay.get("trainer"), "status": "written"}
+              "trainer": overlay.get("trainer"), "status": "written", "notes": notes}
     if target.exists():
         existing = json.loads(target.read_text())
         if MARKER_KEY not in existing:

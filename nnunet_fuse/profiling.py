@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from nnunet_fuse.architectures import parameter_counts
-from nnunet_fuse.planning import MARKER_KEY, load_overlay, make_plans_variant, network_from_plans
+from nnunet_fuse.planning import (MARKER_KEY, load_overlay, make_plans_variant, network_from_plans,
+                                  trainer_deep_supervision)
 
 
 @dataclass
@@ -137,6 +138,30 @@ class TrainingStep:
             torch.cuda.synchronize()
 
 
+class BilevelTrainingStep(TrainingStep):
+    """Fuse4Seg's training step (imagefusion.bilevel, the bi-level phase) as its trainer runs it: SGD on the
+    segmentation network, AdamW on the fusion network, one forward and backward of both."""
+
+    def __init__(self, network: nn.Module, loss: Callable, batch: torch.Tensor, target: torch.Tensor):
+        super().__init__(network.segmentation, loss, batch, target)
+        self.network = network
+        self.fusion_optimizer = torch.optim.AdamW(network.fusion.parameters(), 1e-4, weight_decay=1e-4)
+
+    def resident_tensors(self) -> list:
+        state = [v for per_param in self.fusion_optimizer.state.values() for v in per_param.values()
+                 if isinstance(v, torch.Tensor)]
+        fusion = list(self.network.fusion.parameters())
+        return [*super().resident_tensors(), *fusion, *(p.grad for p in fusion), *state]
+
+    def __call__(self) -> None:
+        from nnunet_fuse.imagefusion.bilevel import BilevelSettings, bilevel_step
+
+        bilevel_step(self.network, self.batch, self.target, self.loss, self.optimizer, self.fusion_optimizer,
+                     BilevelSettings(), pretraining=False, scaler=self.scaler)
+        if self.cuda:
+            torch.cuda.synchronize()
+
+
 def median_seconds(fn: Callable[[], None], warmup: int, repeats: int) -> float:
     return interleaved_median_seconds([fn], warmup, repeats)[0]
 
@@ -190,6 +215,29 @@ def peak_step_memory_bytes(step: Callable[[], None], device: torch.device) -> in
     return peak
 
 
+def forward_kept_bytes(module: nn.Module, *inputs: torch.Tensor) -> int:
+    """Bytes that a training forward of module allocates and still holds when it returns, its outputs included: what
+    autograd keeps for the backward (activation checkpointing included) and what it hands on. CPU only (torch
+    profiler's allocation events); the check that a network's ``compute_conv_feature_map_size`` is right."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        outputs = module(*inputs)
+    live = []
+
+    def collect(node) -> None:
+        if node.tag == _EventType.Allocation:
+            live.append(node.extra_fields.alloc_size)
+        for child in node.children:
+            collect(child)
+
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        collect(root)
+    del outputs
+    return sum(live)
+
+
 def resident_bytes(tensors) -> int:
     """Bytes of the distinct storages behind tensors (weights, gradients, optimiser state, batch)."""
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if t is not None}
@@ -234,14 +282,6 @@ def sliding_window_inference(network: nn.Module, plans: dict, dataset_json: dict
         if device.type == "cuda":
             torch.cuda.synchronize()
     return predict
-
-
-def trainer_deep_supervision(plans: dict) -> bool:
-    """Whether the plans' trainer trains with deep supervision: nnU-Net's yes, FuseUNet's no, others as their overlay
-    says (``trainer_deep_supervision``)."""
-    if MARKER_KEY not in plans:
-        return True
-    return bool(load_overlay(plans[MARKER_KEY]["method"]).get("trainer_deep_supervision", False))
 
 
 def candidates(base_plans: Sequence[dict], configuration: str, methods: Sequence[str] = ("fuseunet",)) -> List[tuple]:
@@ -297,8 +337,9 @@ def profile_plans(base_plans: Sequence[dict], dataset_json: dict, configuration:
         target, regions = random_target(plans, dataset_json, batch_n, cm.patch_size, device)
         log(f"built {name}: patch {cm.patch_size}, batch {batch_n}, {device.type}"
             f"{', torch.compile' if compile else ''}")
-        step = TrainingStep(torch.compile(network) if compile else network,
-                            make_loss(network, deep_supervision, cm.batch_dice, regions), batch, target)
+        step_class = BilevelTrainingStep if hasattr(network, "fusion") else TrainingStep
+        step = step_class(torch.compile(network) if compile else network,
+                          make_loss(network, deep_supervision, cm.batch_dice, regions), batch, target)
         built.append((name, plans, kind, counts, network, step))
     log(f"timing {len(built)} training steps round-robin ({repeats} each)")
     seconds = interleaved_median_seconds([step for *_, step in built], max(warmup, 2) if compile else warmup, repeats)

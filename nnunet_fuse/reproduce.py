@@ -239,7 +239,8 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
                              command + (["--c"] if state == "continue" else []), env, log)
             per_fold[fold] = fold_result(fold_folder, dataset_json)
         params = count_parameters(preprocessed / f"{plans_name}.json", preprocessed / "dataset.json", configuration)
-        rows.append(summarise(key, method.label, trainer, plans_name, per_fold, params))
+        rows.append(summarise(key, method.label, trainer, plans_name, per_fold, params,
+                              batch_and_patch(preprocessed / f"{plans_name}.json", configuration)))
 
     report = {"dataset": raw.name, "configuration": configuration, "budget": budget,
               "schedule": {"epochs": epochs, "iterations_per_epoch": iterations}, "folds": list(folds),
@@ -249,8 +250,16 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
     return report
 
 
+def batch_and_patch(plans_file: Path, configuration: str) -> dict:
+    """{"batch_size", "patch_size"} a method trains with (``nnunet-fuse plan`` budgets them per method)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    cm = PlansManager(json.loads(plans_file.read_text())).get_configuration(configuration)
+    return {"batch_size": int(cm.batch_size), "patch_size": [int(p) for p in cm.patch_size]}
+
+
 def summarise(key: str, label: str, trainer: str, plans_name: str, per_fold: Dict[int, dict],
-              params: Dict[str, int]) -> dict:
+              params: Dict[str, int], batch_patch: dict) -> dict:
     """One table row: per-fold results averaged over folds."""
     folds = list(per_fold.values())
     names = list(folds[0]["dice"])
@@ -266,24 +275,25 @@ def summarise(key: str, label: str, trainer: str, plans_name: str, per_fold: Dic
             **{field: mean(f[field] for f in folds)
                for field in ("mean_dice", "mean_hd95", "train_seconds", "peak_memory_mb")},
             "peak_memory_kind": folds[0]["peak_memory_kind"],
-            "parameters": params, "per_fold": {str(k): v for k, v in per_fold.items()}}
+            "parameters": params, **batch_patch, "per_fold": {str(k): v for k, v in per_fold.items()}}
 
 
 def report_table(report: dict) -> str:
     rows = report["methods"]
     names = list(rows[0]["dice"])
-    header = ["method", *[f"Dice {n}" for n in names], "mean Dice", "HD95 mm", "params M", "train min",
-              "peak memory MB"]
+    header = ["method", *[f"Dice {n}" for n in names], "mean Dice", "HD95 mm", "params M", "batch", "patch",
+              "train min", "peak memory MB"]
     table = [header]
     for r in rows:
         table.append([r["label"], *[f"{r['dice'][n]:.3f}" for n in names], f"{r['mean_dice']:.3f}",
                       "—" if r["mean_hd95"] is None else f"{r['mean_hd95']:.2f}",
-                      f"{r['parameters']['total'] / 1e6:.2f}",
+                      f"{r['parameters']['total'] / 1e6:.2f}", str(r.get("batch_size", "—")),
+                      " × ".join(map(str, r["patch_size"])) if r.get("patch_size") else "—",
                       "—" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f}",
                       "—" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"])
     if report["published"]:
         p = report["published"]
-        table.append([f"published: {p['source']}", *["—"] * len(names), f"{p['mean_dice']:.4f}", *["—"] * 4])
+        table.append([f"published: {p['source']}", *["—"] * len(names), f"{p['mean_dice']:.4f}", *["—"] * 6])
     return format_table(table)
 
 

@@ -60,7 +60,7 @@ def cpu_trainer():
     dataset_json = json.loads((PLANS / "dataset.json").read_text())
     trainer = nnUNetTrainerFuse4Seg(plans, CONFIGURATION, 0, dataset_json, device=torch.device("cpu"))
     # nnU-Net sets a CUDA device and GradScalers whenever torch.distributed is initialised; these ranks run on CPU
-    trainer.device, trainer.grad_scaler, trainer.fusion_grad_scaler = torch.device("cpu"), None, None
+    trainer.device, trainer.grad_scaler = torch.device("cpu"), None
     trainer.network = trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager,
                                                          len(dataset_json["channel_names"]), 3, True)
     if trainer.is_ddp:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
 from conftest import TINY_ID, run
 from nnunet_fuse.commands import nnunet_command, nnunet_environment
@@ -41,6 +42,12 @@ def test_plan_variants_for_both_segmentation_networks(two_channel_dataset):
     architecture = json.loads((folder / "nnUNetFuse4SegPlans.json").read_text())["configurations"]["2d"]["architecture"]
     assert architecture["network_class_name"] == "nnunet_fuse.architectures.Fuse4SegNet"
     assert architecture["arch_kwargs"]["segmentation_network"].endswith("unet.PlainConvUNet")
+    # the fusion network maps the dataset's own range of the preprocessed data to [0, 1], the same in every patch
+    ranges = architecture["arch_kwargs"]["fusion_intensity_ranges"]
+    dataset = infer_dataset_class(str(folder / "nnUNetPlans_2d"))(str(folder / "nnUNetPlans_2d"))
+    data = np.concatenate([np.asarray(dataset.load_case(i)[0]).reshape(2, -1) for i in dataset.identifiers], axis=1)
+    expected = np.percentile(data, [0.5, 99.5], axis=1).T
+    np.testing.assert_allclose(ranges, expected, atol=0.05)
     run([str(BIN / "nnunet-fuse"), "plan", "-d", str(MULTI_ID), "--method", "fuse4seg", "--segment-with", "fuseunet",
          "-c", "2d"], env)
     kwargs = json.loads((folder / "nnUNetFuse4SegFuseUNetPlans.json").read_text())["configurations"]["2d"][

@@ -10,23 +10,35 @@ CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 SHAPES = {2: (24, 20), 3: (8, 12, 10)}
 
 
+DOWNSAMPLE = {2: (2, 2), 3: (1, 2, 2)}
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("modalities", [2, 4])
-def test_fused_image_shape_range_and_gradients(dims, modalities):
+@pytest.mark.parametrize("downsampled,checkpointing,odd", [(False, False, False), (True, True, True)])
+def test_fused_image_shape_range_and_gradients(dims, modalities, downsampled, checkpointing, odd):
+    """Full resolution, or the fusion blocks at the plan's first stride with the full-resolution stem merged back
+    (odd sizes too: the upsampled map is cropped to the input's size); with activation checkpointing the gradients
+    reach every parameter all the same."""
     torch.manual_seed(0)
-    net = FusionNetwork(CONV[dims], channels=8)
-    x = torch.randn(2, modalities, *SHAPES[dims]) * 3 + 1  # z-scored-like intensities
+    shape = tuple(s + (1 if odd else 0) for s in SHAPES[dims])
+    net = FusionNetwork(CONV[dims], channels=8, downsample=DOWNSAMPLE[dims] if downsampled else None,
+                        activation_checkpointing=checkpointing)
+    x = torch.randn(2, modalities, *shape) * 3 + 1  # z-scored-like intensities
     fused = net(x)
-    assert fused.shape == (2, 1, *SHAPES[dims])
+    assert fused.shape == (2, 1, *shape)
     assert fused.min() >= 0 and fused.max() <= 1
     features = net.features(x)
-    assert len(features["base"]) == len(features["detail"]) == modalities
-    assert features["base"][0].shape == (2, 8, *SHAPES[dims])
+    assert len(features["base"]) == len(features["detail"]) == len(features["stem"]) == modalities
+    working = [-(-s // d) for s, d in zip(shape, DOWNSAMPLE[dims])] if downsampled else list(shape)
+    assert features["base"][0].shape == (2, 8, *working) and features["stem"][0].shape == (2, 8, *shape)
     loss = intensity_loss(fused, net.rescale(x)) + decomposition_loss(features["base"], features["detail"])
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
     reconstructed = net.reconstruct(x)
     assert reconstructed.shape == x.shape and reconstructed.min() >= 0 and reconstructed.max() <= 1
+    with pytest.raises(ValueError, match="needs 2 entries"):
+        FusionNetwork(nn.Conv2d, downsample=(1, 2, 2))
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -128,3 +140,27 @@ def test_fuse4seg_net_clear_errors():
     net = Fuse4SegNet(4, 3, name, **plain_unet_kwargs(2))
     with pytest.raises(ValueError, match=r"trained on 4 modalities in 2D and expects \(batch, 4, \*spatial\)"):
         net(torch.randn(1, 2, 16, 16))
+
+
+def test_dataset_ranges_make_the_rescale_independent_of_the_tiling():
+    """With the dataset's per-channel ranges a voxel maps alike in every patch: the rescaled image blended from
+    sliding-window tiles equals the whole image rescaled at once, for any tile step (per-patch percentiles do not)."""
+    from nnunet_fuse.imagefusion.export import sliding_window_fuse
+
+    torch.manual_seed(0)
+    case = torch.randn(2, 40, 36) * torch.tensor([1.0, 3.0])[:, None, None] + torch.linspace(-1, 2, 36)
+    ranges = [[-2.0, 2.5], [-6.0, 7.0]]
+    rescale = RobustRescale(ranges)
+    whole = rescale(case[None])[0]
+    for channel in range(2):
+        for step in (0.5, 0.75):
+            tiled = sliding_window_fuse(lambda x: rescale(x)[:, channel:channel + 1], case, (16, 16), step)
+            torch.testing.assert_close(tiled, whole[channel], atol=1e-5, rtol=0)
+    per_patch = RobustRescale()
+    tiled = sliding_window_fuse(lambda x: per_patch(x)[:, :1], case, (16, 16), 0.5)
+    assert (tiled - per_patch(case[None])[0, 0]).abs().max() > 0.05
+    torch.testing.assert_close(whole[0, 3, 5], ((case[0, 3, 5] + 2) / 4.5).clamp(0, 1), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="rescales 2 channels with the dataset's ranges, got 3"):
+        rescale(torch.randn(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="one \\(low, high\\) with low < high"):
+        RobustRescale([[1.0, 0.0]])

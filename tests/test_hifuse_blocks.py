@@ -44,7 +44,7 @@ def test_window_is_clipped_and_not_shifted_where_the_map_is_one_window():
 
 def test_attention_mask_matches_a_direct_construction():
     """Two voxels may attend each other iff they lie in the same window of the rolled map, came from the same side of
-    the cyclic wrap along every axis, and the key is not padding."""
+    the cyclic wrap along every axis, and the key is not padding; every voxel may attend itself."""
     spatial, window, shift, valid = (8, 6), (4, 3), (2, 1), (7, 6)
     mask = attention_mask(spatial, window, shift, valid)
     coords = torch.stack(torch.meshgrid(*[torch.arange(s) for s in spatial], indexing="ij"), 0).float()[None]
@@ -54,7 +54,7 @@ def test_attention_mask_matches_a_direct_construction():
     for k, (i, j) in itertools.product(range(mask.shape[0]), itertools.product(range(12), repeat=2)):
         same_side = bool((wrapped[k, i] == wrapped[k, j]).all())
         key_valid = bool((original[k, j] < torch.tensor(valid)).all())
-        assert mask[k, i, j].item() == (same_side and key_valid)
+        assert mask[k, i, j].item() == ((same_side and key_valid) or i == j)
     assert attention_mask((8, 6), (4, 3), (0, 0), (8, 6)) is None
 
 

@@ -135,3 +135,22 @@ def test_steps_are_timed_round_robin():
     medians = interleaved_median_seconds([sleeper(0, 0.03), sleeper(1, 0.0)], warmup=1, repeats=3)
     assert calls == [0, 1] + [0, 1] * 3
     assert medians[0] >= 0.03 > medians[1] >= 0
+
+
+def test_profile_runs_fuse4segs_own_bilevel_step(tmp_path):
+    """Fuse4Seg is profiled with its trainer's step (segmentation SGD + fusion AdamW, one backward of both)."""
+    plans = REPO / "benchmarks" / "plans" / "Dataset027_ACDC_2channels" / "nnUNetPlans.json"
+    run(f"{BIN / 'nnunet-fuse'} profile --plans-file {plans} -c 2d --patch-size 64 64 --batch 2 --warmup 0 "
+        f"--repeats 1 --no-inference --methods fuse4seg -o {tmp_path}", None)
+    rows = json.loads((tmp_path / "Dataset027_ACDC_2channels_2d_cpu.json").read_text())["rows"]
+    default, fuse4seg, floor = check_group_shape(rows)
+    assert fuse4seg["name"] == "Fuse4Seg on nnUNetPlans"
+    assert fuse4seg["params_total"] > default["params_total"]  # + the fusion network (its optimiser state too)
+    assert fuse4seg["peak_memory_mb"] > default["peak_memory_mb"] and fuse4seg["step_seconds"] > 0
+
+
+def check_group_shape(rows):
+    assert [r["kind"] for r in rows] == ["network", "network", "encoder alone"]
+    for r in rows:
+        assert r["forward_gflops"] > 0 and r["step_seconds"] > 0 and r["peak_memory_mb"] > 0
+    return rows

@@ -11,9 +11,14 @@ skips (B, features[s], *S / cumulative stride) (or the last one when ``return_sk
 Widths are nnU-Net's (up to 320 in 3D, 512 in 2D), so the paper's expansions are slimmed: the global blocks' MLP
 expands ×``mlp_ratio`` (2; the paper 4) and the HFF blocks' IRMLP ×``irmlp_ratio`` (1; the paper 4) — at the paper's
 ratios HiFuse on ACDC's 2d plan had 69 M parameters (nnU-Net's network: 21 M).
+
+With ``activation_checkpointing`` (the plans' default) each stage's local blocks, global blocks and HFF block keep only
+their inputs during a training forward and run again in the backward (torch.utils.checkpoint): about one more forward
+of those blocks for 0.4× of the encoder's saved activations on ACDC's 2d plan (benchmarks/README.md).
 """
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence, Type, Union
 
 import numpy as np
@@ -21,6 +26,7 @@ import torch
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from torch import nn
 
+from nnunet_fuse.activation_checkpoint import run_block
 from nnunet_fuse.hifuse.blocks import GlobalBlock, HFFBlock, LocalBlock
 
 IntOrSeq = Union[int, Sequence[int], Sequence[Sequence[int]]]
@@ -44,7 +50,8 @@ class HiFuseEncoder(nn.Module):
                  dropout_op: Optional[Type[nn.Module]] = None, dropout_op_kwargs: Optional[dict] = None,
                  nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
                  return_skips: bool = True, global_stages: Optional[Sequence[int]] = None,
-                 window_size: IntOrSeq = None, head_channels: int = 32, mlp_ratio: int = 2, irmlp_ratio: int = 1):
+                 window_size: IntOrSeq = None, head_channels: int = 32, mlp_ratio: int = 2, irmlp_ratio: int = 1,
+                 activation_checkpointing: bool = False):
         super().__init__()
         if n_stages < 2:
             raise ValueError(f"HiFuseEncoder needs at least 2 stages, got {n_stages}")
@@ -61,6 +68,7 @@ class HiFuseEncoder(nn.Module):
             raise ValueError(f"global_stages must be stage indices in [0, {n_stages}), got {global_stages}")
         window = _per_axis(window_size if window_size is not None else (7 if dim == 2 else 4), dim)
         self.conv_op, self.conv_bias, self.return_skips = conv_op, conv_bias, return_skips
+        self.activation_checkpointing = activation_checkpointing
         self.norm_op, self.norm_op_kwargs = norm_op, norm_op_kwargs
         self.dropout_op, self.dropout_op_kwargs = dropout_op, dropout_op_kwargs
         self.nonlin, self.nonlin_kwargs = nonlin, nonlin_kwargs
@@ -98,26 +106,33 @@ class HiFuseEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> Union[List[torch.Tensor], torch.Tensor]:
         skips: List[torch.Tensor] = []
         local = global_ = x
+        run = functools.partial(run_block, self.activation_checkpointing)
         for s in range(len(self.output_channels)):
             previous_local = local
-            local = self.local_blocks[s](self.local_down[s](local))
+            local = run(self.local_blocks[s], self.local_down[s](local))
             if str(s) in self.global_down:
                 source = global_ if (s - 1) in self.global_stages else previous_local
-                global_ = self.global_blocks[str(s)](self.global_down[str(s)](source))
-                skips.append(self.hff[str(s)](local, global_, skips[-1] if s > 0 else None))
+                global_ = run(self.global_blocks[str(s)], self.global_down[str(s)](source))
+                skips.append(run(self.hff[str(s)], local, global_, skips[-1] if s > 0 else None))
             else:
                 skips.append(local)
         return skips if self.return_skips else skips[-1]
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
-        """Voxels × channels of the stage outputs (a lower bound, as nnU-Net's encoders report it)."""
+        """Elements (one sample, float32) a training forward keeps for the backward, stage outputs included.
+
+        Per stage, in maps of the stage's size and width: each downsampling conv keeps 2 (conv and norm/nonlin
+        outputs) and each block stack its output; without activation checkpointing also each block's inside
+        (measured: local 3, global about 20, HFF about 22 — the attention's share varies with the window)."""
+        local_block, global_block, hff_block = (0, 0, 0) if self.activation_checkpointing else (3, 20, 22)
         total, size = 0, list(input_size)
         for s, c in enumerate(self.output_channels):
             size = [i // st for i, st in zip(size, self.strides[s])]
-            voxels = 1
-            for i in size:
-                voxels *= i
-            total += c * voxels * (3 if s in self.global_stages else 1)
+            n_local = len(self.local_blocks[s])
+            maps = 2 + (n_local > 0) + local_block * n_local
+            if s in self.global_stages:
+                maps += 2 + 1 + global_block * len(self.global_blocks[str(s)]) + 1 + hff_block
+            total += c * int(np.prod(size, dtype=np.int64)) * maps
         return total
 
 

@@ -56,7 +56,8 @@ def window_reverse(windows: torch.Tensor, window: Sequence[int], spatial: Sequen
 def attention_mask(spatial: Sequence[int], window: Sequence[int], shift: Sequence[int], valid: Sequence[int],
                    device: Optional[torch.device] = None) -> Optional[torch.Tensor]:
     """(nW, N, N) boolean, True where query i may attend key j: same region after a cyclic shift (Swin's regions)
-    and key not padding (``valid``: the unpadded size per axis). None when nothing is masked. ``spatial`` is the
+    and key not padding (``valid``: the unpadded size per axis), and always i = j, so no row is fully masked. None when
+    nothing is masked. ``spatial`` is the
     padded shape, the map is rolled by −shift before partitioning."""
     if not any(shift) and tuple(valid) == tuple(spatial):
         return None
@@ -76,7 +77,10 @@ def attention_mask(spatial: Sequence[int], window: Sequence[int], shift: Sequenc
     keep = torch.roll(keep, [-s for s in shift], dims=list(range(2, 2 + len(spatial))))
     regions = window_partition(regions, window)[..., 0]      # (nW, N) (the regions are defined on the rolled map)
     keys = window_partition(keep.float(), window)[..., 0] > 0
-    return (regions[:, :, None] == regions[:, None, :]) & keys[:, None, :]
+    allowed = (regions[:, :, None] == regions[:, None, :]) & keys[:, None, :]
+    # every query attends at least to itself: a padding query in a window of padding would otherwise have no key,
+    # a fully masked row (CPU attention returns zeros there, CUDA's memory-efficient kernel has returned NaN)
+    return allowed | torch.eye(allowed.shape[-1], dtype=torch.bool, device=device)
 
 
 def relative_position_index(window: Sequence[int], table_window: Sequence[int]) -> torch.Tensor:

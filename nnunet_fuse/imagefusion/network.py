@@ -8,48 +8,70 @@ its own features (the pre-training stage).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Type
+import functools
+from typing import Dict, List, Optional, Sequence, Type, Union
 
+import numpy as np
 import torch
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim, get_matching_instancenorm
 from torch import nn
+
+from nnunet_fuse.activation_checkpoint import run_block
 
 _MAX_QUANTILE_ELEMENTS = 2 ** 24  # torch.quantile refuses larger inputs
 
 
 class RobustRescale(nn.Module):
-    """Per sample and channel: (x − q_low) / (q_high − q_low) clamped to [0, 1], quantiles in percent; (B, C, *S).
+    """Each channel to [0, 1]: (x − low) / (high − low), clamped; (B, C, *S).
 
-    nnU-Net z-scores MRI channels, so intensity ranges differ by modality; percentiles ignore outliers. Quantiles are
-    taken without gradient on evenly strided voxels, at most 2^24 in all (torch.quantile's input limit)."""
+    ``ranges``: one (low, high) per channel, constants of the dataset (``nnunet-fuse plan`` takes them from nnU-Net's
+    intensity properties, in the units of nnU-Net's normalised data), so a voxel maps alike in every patch, tile and
+    case. Without them (plans written before 0.2): per sample and channel the percentiles ``low`` and ``high``, taken
+    without gradient on evenly strided voxels (at most 2^24 in all, torch.quantile's limit); these depend on the
+    patch."""
 
-    def __init__(self, low: float = 0.5, high: float = 99.5, eps: float = 1e-6):
+    def __init__(self, ranges: Optional[Sequence[Sequence[float]]] = None, low: float = 0.5, high: float = 99.5,
+                 eps: float = 1e-6):
         super().__init__()
         if not 0 <= low < high <= 100:
             raise ValueError(f"need 0 <= low < high <= 100, got {low}, {high}")
+        if ranges is not None and any(len(r) != 2 or not r[0] < r[1] for r in ranges):
+            raise ValueError(f"ranges must be one (low, high) with low < high per channel, got {ranges}")
+        self.ranges = None if ranges is None else [tuple(float(v) for v in r) for r in ranges]
         self.low, self.high, self.eps = low, high, eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _bounds(self, x: torch.Tensor):
+        shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+        if self.ranges is not None:
+            if len(self.ranges) != x.shape[1]:
+                raise ValueError(f"the fusion network rescales {len(self.ranges)} channels with the dataset's "
+                                 f"ranges, got {x.shape[1]}: give every case the dataset's channels")
+            bounds = torch.tensor(self.ranges, dtype=x.dtype, device=x.device).T  # (2, C)
+            return bounds[0].reshape(shape), bounds[1].reshape(shape)
         flat = x.detach().flatten(2).float()
         per_channel = max(1, _MAX_QUANTILE_ELEMENTS // (flat.shape[0] * flat.shape[1]))
         step = -(-flat.shape[-1] // per_channel)  # ceil
         q = torch.quantile(flat[..., ::step], torch.tensor([self.low / 100, self.high / 100], device=x.device),
                            dim=-1)  # (2, B, C)
-        shape = (*x.shape[:2],) + (1,) * (x.dim() - 2)
-        low, high = q[0].reshape(shape).to(x.dtype), q[1].reshape(shape).to(x.dtype)
+        shape = (x.shape[0],) + shape[1:]
+        return q[0].reshape(shape).to(x.dtype), q[1].reshape(shape).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low, high = self._bounds(x)
         return ((x - low) / (high - low + self.eps)).clamp(0, 1)
 
 
-def _conv(conv_op: Type[nn.Module], c_in: int, c_out: int, kernel: int = 3, groups: int = 1) -> nn.Module:
-    return conv_op(c_in, c_out, kernel_size=kernel, padding=kernel // 2, groups=groups)
+def _conv(conv_op: Type[nn.Module], c_in: int, c_out: int, kernel: int = 3, groups: int = 1,
+          stride: Union[int, Sequence[int]] = 1) -> nn.Module:
+    return conv_op(c_in, c_out, kernel_size=kernel, padding=kernel // 2, groups=groups, stride=stride)
 
 
 class ConvBlock(nn.Sequential):
-    """conv 3 → instance norm → LeakyReLU: (B, c_in, *S) → (B, c_out, *S)."""
+    """conv 3 (stride) → instance norm → LeakyReLU: (B, c_in, *S) → (B, c_out, *ceil(S / stride))."""
 
-    def __init__(self, conv_op: Type[nn.Module], c_in: int, c_out: int):
-        super().__init__(_conv(conv_op, c_in, c_out), get_matching_instancenorm(conv_op)(c_out, affine=True),
-                         nn.LeakyReLU(0.01, inplace=True))
+    def __init__(self, conv_op: Type[nn.Module], c_in: int, c_out: int, stride: Union[int, Sequence[int]] = 1):
+        super().__init__(_conv(conv_op, c_in, c_out, stride=stride),
+                         get_matching_instancenorm(conv_op)(c_out, affine=True), nn.LeakyReLU(0.01, inplace=True))
 
 
 class TransposedAttention(nn.Module):
@@ -137,25 +159,47 @@ class InvertibleCoupling(nn.Module):
 class FusionNetwork(nn.Module):
     """(B, N, *S) modalities → fused image (B, 1, *S) in [0, 1]; conv_op nn.Conv2d or nn.Conv3d.
 
-    ``features(x)`` returns the per-modality base and detail features (lists of N tensors (B, channels, *S)) used by
-    the decomposition loss; ``reconstruct(x)`` decodes every modality from its own features: (B, N, *S) in [0, 1];
-    ``rescale(x)`` is the network's own [0, 1] view of the input, the target of the fusion losses.
+    ``features(x)`` returns the per-modality features (lists of N tensors): "base" and "detail" (B, channels, *S')
+    used by the decomposition loss, and "stem" (B, channels, *S), the full-resolution features of the first conv;
+    ``reconstruct(x)`` decodes every modality from its own features: (B, N, *S) in [0, 1];
+    ``rescale(x)`` is the network's own [0, 1] view of the input (per-channel ``intensity_ranges`` of the dataset, see
+    RobustRescale), the target of the fusion losses.
+    With ``downsample`` (a stride per axis, e.g. the plan's first downsampling) the second encoder conv is strided,
+    so the base and detail branches and the fusion blocks run at S' = S / stride; the decoder upsamples (transposed
+    conv) and merges the full-resolution stem before its last conv. Without it everything runs at S' = S.
+    With ``activation_checkpointing`` a training forward keeps only the inputs and outputs of the encoder, the base
+    and detail branches, the two fusion blocks and the decoder, and runs them again in the backward.
     """
 
     def __init__(self, conv_op: Type[nn.Module], channels: int = 16, base_blocks: int = 1, detail_blocks: int = 2,
-                 heads: int = 2):
+                 heads: int = 2, downsample: Optional[Sequence[int]] = None, activation_checkpointing: bool = False,
+                 intensity_ranges: Optional[Sequence[Sequence[float]]] = None):
         super().__init__()
         self.conv_op = conv_op
+        self.activation_checkpointing = activation_checkpointing
         self.dim = convert_conv_op_to_dim(conv_op)
         self.channels = channels
-        self.rescale = RobustRescale()
-        self.encoder = nn.Sequential(ConvBlock(conv_op, 1, channels), ConvBlock(conv_op, channels, channels))
+        self.downsample = tuple(downsample) if downsample is not None and max(downsample) > 1 else None
+        if self.downsample is not None and len(self.downsample) != self.dim:
+            raise ValueError(f"downsample {list(downsample)} needs {self.dim} entries (one stride per axis)")
+        self.rescale = RobustRescale(intensity_ranges)
+        self.encoder = nn.Sequential(ConvBlock(conv_op, 1, channels),  # the stem, then the (strided) conv
+                                     ConvBlock(conv_op, channels, channels, stride=self.downsample or 1))
         self.base = nn.Sequential(*(BaseBlock(conv_op, channels, heads) for _ in range(base_blocks)))
         self.detail = nn.Sequential(*(InvertibleCoupling(conv_op, channels) for _ in range(detail_blocks)))
         self.fuse_base = BaseBlock(conv_op, channels, heads)
         self.fuse_detail = InvertibleCoupling(conv_op, channels)
+        if self.downsample is None:
+            self.upsample = None
+        else:
+            transposed = nn.ConvTranspose2d if self.dim == 2 else nn.ConvTranspose3d
+            self.upsample = transposed(2 * channels, channels, self.downsample, self.downsample)
         self.decoder = nn.Sequential(ConvBlock(conv_op, 2 * channels, channels), _conv(conv_op, channels, 1),
                                      nn.Sigmoid())
+        # channels-last weights make the convolutions keep their maps channels-last: on the CPU the depthwise
+        # convolutions' backward then runs about 3x faster in 3D (benchmarks/README.md)
+        self.memory_format = torch.channels_last if self.dim == 2 else torch.channels_last_3d
+        self.to(memory_format=self.memory_format)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != self.dim + 2:
@@ -165,23 +209,52 @@ class FusionNetwork(nn.Module):
     def features(self, x: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
         self._check(x)
         b, n = x.shape[:2]
-        shallow = self.encoder(self.rescale(x).reshape(b * n, 1, *x.shape[2:]))
-        base, detail = self.base(shallow), self.detail(shallow)
+        run = functools.partial(run_block, self.activation_checkpointing)
+        stem = run(self.encoder[0], self.rescale(x).reshape(b * n, 1, *x.shape[2:]))
+        shallow = run(self.encoder[1], stem)
+        base, detail = run(self.base, shallow), run(self.detail, shallow)
         split = lambda t: list(t.reshape(b, n, *t.shape[1:]).unbind(1))  # noqa: E731
-        return {"base": split(base), "detail": split(detail)}
+        return {"base": split(base), "detail": split(detail), "stem": split(stem)}
+
+    def _decode(self, base: torch.Tensor, detail: torch.Tensor, stem: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([base, detail], dim=1)
+        if self.upsample is not None:
+            up = self.upsample(x)[(slice(None), slice(None), *[slice(0, s) for s in stem.shape[2:]])]
+            x = torch.cat([up, stem], dim=1)
+        return self.decoder(x)
 
     def fuse(self, features: Dict[str, List[torch.Tensor]]) -> torch.Tensor:
-        base = self.fuse_base(torch.stack(features["base"]).mean(0))
-        detail = self.fuse_detail(torch.stack(features["detail"]).mean(0))
-        return self.decoder(torch.cat([base, detail], dim=1))
+        run = functools.partial(run_block, self.activation_checkpointing)
+        base = run(self.fuse_base, torch.stack(features["base"]).mean(0))
+        detail = run(self.fuse_detail, torch.stack(features["detail"]).mean(0))
+        stem = torch.stack(features["stem"]).mean(0) if self.upsample is not None else None
+        return run(self._decode, base, detail, stem)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fuse(self.features(x))
 
+    def compute_conv_feature_map_size(self, input_size: Sequence[int], modalities: int) -> int:
+        """Elements (one sample, float32) a training forward of ``modalities`` channels keeps for the backward,
+        outputs and the per-modality features (the losses read them) included, in maps of ``channels``, measured
+        per block: stem 2 and decoder 4 (6 when it upsamples) at full resolution; encoder conv 2, base block 22,
+        coupling block 14.5 at the working resolution. With activation checkpointing each part keeps only its
+        inputs and outputs: per modality the stem at full resolution and 3 at the working resolution; fused 4."""
+        full = int(np.prod(input_size, dtype=np.int64))
+        working = full // int(np.prod(self.downsample)) if self.downsample is not None else full
+        skip = self.upsample is not None
+        if self.activation_checkpointing:
+            maps = modalities * (full + 3 * working) + 4 * working + (full if skip else 0)
+        else:
+            branches = 2 + 22 * len(self.base) + 14.5 * len(self.detail)
+            maps = (modalities * (2 * full + branches * working) + (22 + 14.5) * working
+                    + (6 if skip else 4) * full)
+        return int(maps * self.channels)
+
     def decode_each(self, features: Dict[str, List[torch.Tensor]]) -> torch.Tensor:
-        """Every modality decoded from its own base and detail features: (B, N, *S) in [0, 1]."""
-        return torch.cat([self.decoder(torch.cat([b, d], dim=1)) for b, d in zip(features["base"],
-                                                                                  features["detail"])], dim=1)
+        """Every modality decoded from its own features: (B, N, *S) in [0, 1]."""
+        stems = features["stem"] if self.upsample is not None else [None] * len(features["base"])
+        return torch.cat([run_block(self.activation_checkpointing, self._decode, b, d, s)
+                          for b, d, s in zip(features["base"], features["detail"], stems)], dim=1)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode_each(self.features(x))

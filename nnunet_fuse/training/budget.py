@@ -38,6 +38,15 @@ class BudgetRecordMixin:
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = BUDGETS[self.budget]
 
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        """The smoke and check budgets mirror neither in augmentation nor at test time, so that validating whole
+        full-size volumes on a CPU stays quick; the others keep nnU-Net's mirroring."""
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if self.budget in ("smoke", "check"):
+            self.inference_allowed_mirroring_axes = mirror_axes = None
+        return rotation, dummy_2d, initial_patch_size, mirror_axes
+
     def on_train_start(self):
         super().on_train_start()
         self._start_epoch = self.current_epoch
@@ -64,6 +73,10 @@ class nnUNetTrainer_smoke(BudgetRecordMixin, nnUNetTrainer):
     budget = "smoke"
 
 
+class nnUNetTrainer_check(BudgetRecordMixin, nnUNetTrainer):
+    budget = "check"
+
+
 class nnUNetTrainer_small(BudgetRecordMixin, nnUNetTrainer):
     budget = "small"
 
@@ -78,6 +91,10 @@ class nnUNetTrainer_paper(BudgetRecordMixin, nnUNetTrainer):
 
 class nnUNetTrainerFuseUNet_smoke(BudgetRecordMixin, nnUNetTrainerFuseUNet_lr1e2):
     budget = "smoke"
+
+
+class nnUNetTrainerFuseUNet_check(BudgetRecordMixin, nnUNetTrainerFuseUNet_lr1e2):
+    budget = "check"
 
 
 class nnUNetTrainerFuseUNet_small(BudgetRecordMixin, nnUNetTrainerFuseUNet_lr1e2):
@@ -96,6 +113,10 @@ class nnUNetTrainerFuse4Seg_smoke(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
     budget = "smoke"
 
 
+class nnUNetTrainerFuse4Seg_check(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
+    budget = "check"
+
+
 class nnUNetTrainerFuse4Seg_small(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
     budget = "small"
 
@@ -110,6 +131,10 @@ class nnUNetTrainerFuse4Seg_paper(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
 
 class nnUNetTrainerHiFuse_smoke(BudgetRecordMixin, nnUNetTrainerHiFuse):
     budget = "smoke"
+
+
+class nnUNetTrainerHiFuse_check(BudgetRecordMixin, nnUNetTrainerHiFuse):
+    budget = "check"
 
 
 class nnUNetTrainerHiFuse_small(BudgetRecordMixin, nnUNetTrainerHiFuse):

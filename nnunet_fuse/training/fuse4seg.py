@@ -1,20 +1,17 @@
 """Fuse4Seg trainer: the fusion network (leader) and the segmentation network (follower) trained bi-level.
 
-Per iteration (first-order bi-level, DESIGN.md §3):
-1. follower: ``follower_steps`` (K) steps of nnU-Net's segmentation loss on the *detached* fused image, with the
-   segmentation optimiser (nnU-Net's SGD and PolyLR);
-2. leader: one step of the fusion losses + ``leader_weight`` (λ) × the segmentation loss through the segmentation
-   network, which is frozen (no parameter gradients) but differentiable, with the fusion optimiser (AdamW).
-During the first ``fusion_pretrain_epochs`` epochs the leader trains as an autoencoder instead (SSIM + MSE
-reconstruction of every modality + the base/detail decomposition loss); the follower trains throughout.
-Both optimisers, both GradScalers (CUDA) and the phase are saved in checkpoints and restored with ``--c``.
-Multi-GPU (``-num_gpus > 1``): each step averages its own part's gradients over the ranks
-(nnunet_fuse.training.distributed); nnU-Net's DDP wrapper serves validation and checkpoints.
+Each iteration is ``nnunet_fuse.imagefusion.bilevel.bilevel_step``: one forward and one backward of both networks,
+the follower stepping nnU-Net's SGD (PolyLR) on the segmentation loss, the leader AdamW on the fusion losses +
+``leader_weight`` (λ) × the segmentation loss; ``follower_steps`` (K) > 1 adds K − 1 follower steps on the detached
+fused image first. During the first ``fusion_pretrain_epochs`` epochs the leader trains as an autoencoder instead
+(SSIM + MSE reconstruction of every modality + the base/detail decomposition loss); the follower trains throughout.
+Both optimisers, nnU-Net's GradScaler (CUDA; it scales the one backward of both) and the phase are saved in
+checkpoints and restored with ``--c``. Multi-GPU (``-num_gpus > 1``): the step averages both networks' gradients
+over the ranks (nnunet_fuse.training.distributed); nnU-Net's DDP wrapper serves validation and checkpoints.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -23,10 +20,10 @@ from torch import nn
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
-from nnunet_fuse.imagefusion.losses import (decomposition_loss, gradient_loss, intensity_loss,
-                                            reconstruction_loss)
+from nnunet_fuse.imagefusion.bilevel import BilevelSettings, bilevel_step
 from nnunet_fuse.training.distributed import average_gradients
 from nnunet_fuse.training.plans_check import MethodPlansTrainer
+
 
 def check_checkpoint_trainer(checkpoint: dict, trainer_name: str, filename: str) -> None:
     """A checkpoint written by another trainer lacks the fusion optimiser (or the fusion network): refuse it."""
@@ -35,19 +32,6 @@ def check_checkpoint_trainer(checkpoint: dict, trainer_name: str, filename: str)
         raise RuntimeError(f"{filename} was written by {written_by}, not by a Fuse4Seg trainer; {trainer_name} can "
                            f"only continue its own trainings. Start a new training (without --c) or use "
                            f"-tr {written_by}.")
-
-
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """No parameter gradients for module inside the block (inputs still get theirs)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(module.parameters(), flags):
-            p.requires_grad_(flag)
 
 
 class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
@@ -67,7 +51,6 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.fusion_optimizer: Optional[torch.optim.Optimizer] = None
-        self.fusion_grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
 
     @property
     def pretrain_epochs(self) -> int:
@@ -100,66 +83,16 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
         phase = "fusion pre-training (autoencoder)" if self.current_epoch < self.pretrain_epochs else "bi-level"
         self.print_to_log_file(f"Fuse4Seg phase: {phase}")
 
-    def _step(self, optimizer: torch.optim.Optimizer, scaler, loss: torch.Tensor, parameters: List[nn.Parameter]):
-        """backward → average over ranks (DDP) → unscale (AMP) → clip to 12 → step."""
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            average_gradients(parameters)
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(parameters, 12)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            average_gradients(parameters)
-            torch.nn.utils.clip_grad_norm_(parameters, 12)
-            optimizer.step()
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, enabled=self.device.type == "cuda")
-
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = ([t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list)
                   else target.to(self.device, non_blocking=True))
-        model = self.model()
-        segmentation_parameters = list(model.segmentation.parameters())
-        fusion_parameters = list(model.fusion.parameters())
-
-        # one fusion forward serves both levels: the follower reads the fused image detached, the leader
-        # backpropagates through it (the follower's steps do not change the fusion network)
-        pretraining = self.current_epoch < self.pretrain_epochs
-        self.fusion_optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            features = model.fusion.features(data)
-            with torch.no_grad() if pretraining else nullcontext():
-                fused = model.fusion.fuse(features)
-
-        # follower: K steps on the detached fused image
-        segmentation_input = model.segmentation_input(data, fused.detach())
-        for _ in range(self.follower_steps):
-            self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                follower_loss = self.loss(model.segmentation(segmentation_input), target)
-            self._step(self.optimizer, self.grad_scaler, follower_loss, segmentation_parameters)
-
-        # leader: fusion losses (+ λ · segmentation loss through the frozen follower)
-        with self._autocast():
-            rescaled = model.fusion.rescale(data)
-            decomposition = decomposition_loss(features["base"], features["detail"])
-            if pretraining:
-                leader_loss = reconstruction_loss(model.fusion.decode_each(features).float(), rescaled.float()) \
-                    + self.decomposition_weight * decomposition
-            else:
-                leader_loss = (self.intensity_weight * intensity_loss(fused, rescaled)
-                               + self.gradient_weight * gradient_loss(fused.float(), rescaled.float())
-                               + self.decomposition_weight * decomposition)
-                with frozen(model.segmentation):
-                    segmentation = self.loss(model.segmentation(model.segmentation_input(data, fused)), target)
-                leader_loss = leader_loss + self.leader_weight * segmentation
-        self._step(self.fusion_optimizer, self.fusion_grad_scaler, leader_loss, fusion_parameters)
-        return {"loss": follower_loss.detach().cpu().numpy(), "leader_loss": leader_loss.detach().cpu().numpy()}
+        settings = BilevelSettings(self.follower_steps, self.leader_weight, self.intensity_weight,
+                                   self.gradient_weight, self.decomposition_weight)
+        return bilevel_step(self.model(), data, target, self.loss, self.optimizer, self.fusion_optimizer, settings,
+                            pretraining=self.current_epoch < self.pretrain_epochs, scaler=self.grad_scaler,
+                            synchronize=average_gradients)
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
@@ -175,8 +108,6 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
         if self.local_rank == 0 and not self.disable_checkpointing:
             checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
             checkpoint["fusion_optimizer_state"] = self.fusion_optimizer.state_dict()
-            checkpoint["fusion_grad_scaler_state"] = (self.fusion_grad_scaler.state_dict()
-                                                      if self.fusion_grad_scaler is not None else None)
             torch.save(checkpoint, filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
@@ -187,8 +118,6 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
         super().load_checkpoint(filename_or_checkpoint)
         if checkpoint.get("fusion_optimizer_state") is not None:
             self.fusion_optimizer.load_state_dict(checkpoint["fusion_optimizer_state"])
-        if self.fusion_grad_scaler is not None and checkpoint.get("fusion_grad_scaler_state") is not None:
-            self.fusion_grad_scaler.load_state_dict(checkpoint["fusion_grad_scaler_state"])
 
 
 class nnUNetTrainerFuse4Seg_2x4(nnUNetTrainerFuse4Seg):
