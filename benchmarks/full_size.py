@@ -35,9 +35,9 @@ def environment(work: Path) -> dict:
     from nnunet_fuse.resources import ext_trainer_value
 
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # this environment's commands
-    env = dict(os.environ, PATH=path, nnUNet_raw=str(work / "nnUNet_raw"), nnUNet_preprocessed=str(work / "nnUNet_preprocessed"),
-               nnUNet_results=str(work / "nnUNet_results"), nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0",
-               nnUNet_compile="false", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PATH=path, nnUNet_raw=str(work / "nnUNet_raw"),
+               nnUNet_preprocessed=str(work / "nnUNet_preprocessed"), nnUNet_results=str(work / "nnUNet_results"),
+               nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0", nnUNet_compile="false", PYTHONUNBUFFERED="1")
     env["nnUNet_extTrainer"] = ext_trainer_value(env.get("nnUNet_extTrainer"))
     return env
 
@@ -100,7 +100,7 @@ print("RESULT", json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SE
 
 
 def train_steps_peak_rss(env: dict, method: str, configuration: str, iterations: int) -> dict:
-    """A few training iterations of the method's smoke trainer through nnU-Net's trainer, data loader and
+    """A few training iterations of the method's check trainer through nnU-Net's trainer, data loader and
     augmentation, in a fresh process: {"peak_rss_mb", "step_seconds", "batch", "patch"}."""
     trainer, overlay = TRAINERS[method]
     result = subprocess.run([sys.executable, "-c", TRAIN_STEPS, DATASET, configuration, trainer, PLANS_NAMES[overlay],

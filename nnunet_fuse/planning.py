@@ -316,7 +316,8 @@ def check_input_channels(overlay: dict, dataset_json_file: Path) -> None:
 
 def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int, str], method: str,
                         base_plans_name: str = "nnUNetPlans", configurations: Optional[Sequence[str]] = None,
-                        plans_name: Optional[str] = None, overwrite: bool = False, keep_base_batch_and_patch=False,
+                        plans_name: Optional[str] = None, overwrite: bool = False,
+                        keep_base_batch_and_patch: bool = False,
                         log: Callable[[str], None] = print) -> Dict[str, object]:
     """Write ``<plans_name>.json`` next to ``<base_plans_name>.json`` in the dataset's preprocessed folder, each
     configuration's batch and patch budgeted for the method's network (``fit_to_memory``) unless

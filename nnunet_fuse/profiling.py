@@ -182,60 +182,53 @@ def interleaved_median_seconds(fns: Sequence[Callable[[], None]], warmup: int, r
     return [statistics.median(fn_times) for fn_times in times]
 
 
+def _allocation_events(fn: Callable[[], object]) -> tuple:
+    """(fn(), [(time ns, bytes)]): every CPU allocation (+) and free (−) while fn ran, from torch profiler's
+    allocation events (exact for tensors; the CPU allocator has no peak counter of its own)."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    events = []
+
+    def collect(node) -> None:
+        if node.tag == _EventType.Allocation:
+            events.append((node.start_time_ns, node.extra_fields.alloc_size))
+        for child in node.children:
+            collect(child)
+
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        collect(root)
+    return result, sorted(events)
+
+
 def peak_step_memory_bytes(step: Callable[[], None], device: torch.device) -> int:
     """Peak bytes allocated during step() above what was allocated before it.
 
     CUDA: torch.cuda.max_memory_allocated. CPU: the peak of live bytes, from the allocation events of torch's
-    profiler (exact for tensors; the CPU allocator has no peak counter of its own)."""
+    profiler."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         step()
         return torch.cuda.max_memory_allocated(device) - before
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    allocations = []
-
-    def collect(node) -> None:
-        if node.tag == _EventType.Allocation:
-            allocations.append((node.start_time_ns, node.extra_fields.alloc_size))
-        for child in node.children:
-            collect(child)
-
-    for root in prof.profiler.kineto_results.experimental_event_tree():
-        collect(root)
+    _, events = _allocation_events(step)
     live = peak = 0
-    for _, size in sorted(allocations):
+    for _, size in events:
         live += size
         peak = max(peak, live)
     return peak
 
 
-def forward_kept_bytes(module: nn.Module, *inputs: torch.Tensor) -> int:
+def forward_kept_bytes(module: Callable[..., object], *inputs: torch.Tensor) -> int:
     """Bytes that a training forward of module allocates and still holds when it returns, its outputs included: what
-    autograd keeps for the backward (activation checkpointing included) and what it hands on. CPU only (torch
-    profiler's allocation events); the check that a network's ``compute_conv_feature_map_size`` is right."""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        outputs = module(*inputs)
-    live = []
-
-    def collect(node) -> None:
-        if node.tag == _EventType.Allocation:
-            live.append(node.extra_fields.alloc_size)
-        for child in node.children:
-            collect(child)
-
-    for root in prof.profiler.kineto_results.experimental_event_tree():
-        collect(root)
+    autograd keeps for the backward (activation checkpointing included) and what it hands on. CPU only; the check
+    that a network's ``compute_conv_feature_map_size`` is right."""
+    outputs, events = _allocation_events(lambda: module(*inputs))
     del outputs
-    return sum(live)
+    return sum(size for _, size in events)
 
 
 def resident_bytes(tensors) -> int:

@@ -1,10 +1,11 @@
 """Fuse4Seg's fusion network: N modalities → one image in [0, 1], 2D and 3D (DESIGN.md §3).
 
-Per modality (shared weights): robust rescaling to [0, 1] → shallow conv encoder → a base branch (global context by
-transposed, channel-wise attention: cost linear in the number of voxels) and a detail branch (invertible coupling
-blocks with depthwise convs). Base and detail features are averaged over modalities (so any N ≥ 2 works with the same
-weights), refined once more, and decoded to one channel through a sigmoid. ``reconstruct`` decodes each modality from
-its own features (the pre-training stage).
+Per modality (shared weights): rescaling to [0, 1] with the dataset's per-channel ranges → a full-resolution stem
+conv and a (strided) conv → a base branch (global context by transposed, channel-wise attention: cost linear in the
+number of voxels) and a detail branch (invertible coupling blocks with depthwise convs). Base and detail features
+are averaged over modalities (so any N ≥ 2 works with the same weights), refined once more, upsampled, merged with
+the modalities' mean full-resolution stem, and decoded to one channel through a sigmoid. ``reconstruct`` decodes each
+modality from its own features (the pre-training stage).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dynamic_network_architectures.building_blocks.helper import convert_conv_op
 from torch import nn
 
 from nnunet_fuse.activation_checkpoint import run_block
+from nnunet_fuse.ode.resample import linear_upsample
 
 _MAX_QUANTILE_ELEMENTS = 2 ** 24  # torch.quantile refuses larger inputs
 
@@ -165,8 +167,8 @@ class FusionNetwork(nn.Module):
     ``rescale(x)`` is the network's own [0, 1] view of the input (per-channel ``intensity_ranges`` of the dataset, see
     RobustRescale), the target of the fusion losses.
     With ``downsample`` (a stride per axis, e.g. the plan's first downsampling) the second encoder conv is strided,
-    so the base and detail branches and the fusion blocks run at S' = S / stride; the decoder upsamples (transposed
-    conv) and merges the full-resolution stem before its last conv. Without it everything runs at S' = S.
+    so the base and detail branches and the fusion blocks run at S' = S / stride; the decoder projects them (1×1),
+    upsamples linearly and merges the full-resolution stem before its last conv. Without it everything runs at S' = S.
     With ``activation_checkpointing`` a training forward keeps only the inputs and outputs of the encoder, the base
     and detail branches, the two fusion blocks and the decoder, and runs them again in the backward.
     """
@@ -189,11 +191,10 @@ class FusionNetwork(nn.Module):
         self.detail = nn.Sequential(*(InvertibleCoupling(conv_op, channels) for _ in range(detail_blocks)))
         self.fuse_base = BaseBlock(conv_op, channels, heads)
         self.fuse_detail = InvertibleCoupling(conv_op, channels)
-        if self.downsample is None:
-            self.upsample = None
-        else:
-            transposed = nn.ConvTranspose2d if self.dim == 2 else nn.ConvTranspose3d
-            self.upsample = transposed(2 * channels, channels, self.downsample, self.downsample)
+        # at the working resolution: base and detail → channels, then linear upsampling (ode.resample: F.interpolate's
+        # maths without its scatter-add CUDA backward; no transposed conv: its kernel = stride gave a checkerboard)
+        self.upsample_projection = (None if self.downsample is None
+                                    else _conv(conv_op, 2 * channels, channels, kernel=1))
         self.decoder = nn.Sequential(ConvBlock(conv_op, 2 * channels, channels), _conv(conv_op, channels, 1),
                                      nn.Sigmoid())
         # channels-last weights make the convolutions keep their maps channels-last: on the CPU the depthwise
@@ -218,8 +219,8 @@ class FusionNetwork(nn.Module):
 
     def _decode(self, base: torch.Tensor, detail: torch.Tensor, stem: torch.Tensor) -> torch.Tensor:
         x = torch.cat([base, detail], dim=1)
-        if self.upsample is not None:
-            up = self.upsample(x)[(slice(None), slice(None), *[slice(0, s) for s in stem.shape[2:]])]
+        if self.upsample_projection is not None:
+            up = linear_upsample(self.upsample_projection(x), stem.shape[2:])
             x = torch.cat([up, stem], dim=1)
         return self.decoder(x)
 
@@ -227,7 +228,7 @@ class FusionNetwork(nn.Module):
         run = functools.partial(run_block, self.activation_checkpointing)
         base = run(self.fuse_base, torch.stack(features["base"]).mean(0))
         detail = run(self.fuse_detail, torch.stack(features["detail"]).mean(0))
-        stem = torch.stack(features["stem"]).mean(0) if self.upsample is not None else None
+        stem = torch.stack(features["stem"]).mean(0) if self.upsample_projection is not None else None
         return run(self._decode, base, detail, stem)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -241,7 +242,7 @@ class FusionNetwork(nn.Module):
         inputs and outputs: per modality the stem at full resolution and 3 at the working resolution; fused 4."""
         full = int(np.prod(input_size, dtype=np.int64))
         working = full // int(np.prod(self.downsample)) if self.downsample is not None else full
-        skip = self.upsample is not None
+        skip = self.upsample_projection is not None
         if self.activation_checkpointing:
             maps = modalities * (full + 3 * working) + 4 * working + (full if skip else 0)
         else:
@@ -252,7 +253,7 @@ class FusionNetwork(nn.Module):
 
     def decode_each(self, features: Dict[str, List[torch.Tensor]]) -> torch.Tensor:
         """Every modality decoded from its own features: (B, N, *S) in [0, 1]."""
-        stems = features["stem"] if self.upsample is not None else [None] * len(features["base"])
+        stems = features["stem"] if self.upsample_projection is not None else [None] * len(features["base"])
         return torch.cat([run_block(self.activation_checkpointing, self._decode, b, d, s)
                           for b, d, s in zip(features["base"], features["detail"], stems)], dim=1)
 
