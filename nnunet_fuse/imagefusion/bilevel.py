@@ -15,7 +15,7 @@ the segmentation network reads the fused image detached.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import torch
 from torch import nn
@@ -62,7 +62,7 @@ def _step(loss: torch.Tensor, optimizers: List[torch.optim.Optimizer], parameter
 def bilevel_step(network: nn.Module, data: torch.Tensor, target, segmentation_loss: Callable,
                  segmentation_optimizer: torch.optim.Optimizer, fusion_optimizer: torch.optim.Optimizer,
                  settings: BilevelSettings, pretraining: bool, scaler: Optional[torch.amp.GradScaler] = None,
-                 synchronize: Callable[[List[nn.Parameter]], None] = lambda parameters: None) -> Dict[str, float]:
+                 synchronize: Callable[[List[nn.Parameter]], None] = lambda parameters: None) -> dict:
     """One training iteration of a Fuse4SegNet (``network.fusion``, ``network.segmentation``,
     ``network.segmentation_input``) on data (B, N, *S) and nnU-Net's target; autocast on CUDA with ``scaler``.
     Returns {"loss": follower (segmentation) loss, "leader_loss": fusion losses (+ λ × segmentation loss)}."""
