@@ -81,9 +81,14 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
         assert set(row["hd95"]) == {"sphere", "box", "rod"}
         assert all(h is None or h >= 0 for h in row["hd95"].values())
     assert rows["fuseunet"]["plans"] == "nnUNetFuseUNetPlans"
+    # each method's batch and patch are reported; FuseUNet keeps less per sample, so it keeps nnU-Net's
+    assert rows["nnunet"]["batch_size"] >= 2 and len(rows["nnunet"]["patch_size"]) == 2
+    assert (rows["fuseunet"]["batch_size"], rows["fuseunet"]["patch_size"]) == (
+        rows["nnunet"]["batch_size"], rows["nnunet"]["patch_size"])
     assert rows["fuseunet"]["parameters"]["total"] < rows["nnunet"]["parameters"]["total"]
     table = (out / "results.md").read_text()
     assert "| FuseUNet" in table and "| nnU-Net default" in table and "Dice sphere" in table and "HD95 mm" in table
+    assert "| batch" in table and " × " in table
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # a finished training whose validation is missing gets only nnU-Net's validation, not a new training
