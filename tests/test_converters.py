@@ -44,6 +44,29 @@ def test_convert_acdc(tmp_path):
     assert not list((tmp_path / "raw").glob(".*partial"))
 
 
+@needs("ACDC")
+def test_acdc_folds_keep_both_frames_of_a_patient_together(tmp_path):
+    """convert acdc writes a patient-grouped splits_final.json; nnU-Net's own planner puts it into the preprocessed
+    folder and nnU-Net's trainer takes its folds from there (the README's convert → plan_and_preprocess → train)."""
+    from nnunet_fuse.commands import nnunet_command, nnunet_environment
+
+    patients = ("patient001", "patient002", "patient003", "patient004")
+    out = convert_acdc(acdc_subset(tmp_path, patients), tmp_path / "nnUNet_raw", 27)
+    splits = json.loads((out / "splits_final.json").read_text())
+    assert len(splits) == 4  # fewer patients than nnU-Net's 5 folds: one fold per patient
+    every_case = sorted(p.name[:-len(".nii.gz")] for p in (out / "labelsTr").iterdir())
+    for fold in splits:
+        assert sorted(fold["train"] + fold["val"]) == every_case
+        assert len({c.split("_frame")[0] for c in fold["val"]}) == 1 and len(fold["val"]) == 2  # ED + ES
+        assert not {c.split("_frame")[0] for c in fold["train"]} & {c.split("_frame")[0] for c in fold["val"]}
+    assert sorted(c for f in splits for c in f["val"]) == every_case
+    env = nnunet_environment(tmp_path)
+    run([nnunet_command("nnUNetv2_extract_fingerprint"), "-d", "27", "-np", "1"], env)
+    run([nnunet_command("nnUNetv2_plan_experiment"), "-d", "27"], env)
+    preprocessed = tmp_path / "nnUNet_preprocessed" / "Dataset027_ACDC"
+    assert json.loads((preprocessed / "splits_final.json").read_text()) == splits
+
+
 @needs("Task04_Hippocampus")
 def test_convert_msd_through_nnunet_converter(tmp_path):
     src_task = SHARED / "Task04_Hippocampus"

@@ -112,10 +112,26 @@ def _write_dataset_json(out: Path, channels: Dict[str, str], labels: dict, num_t
 ACDC_LABELS = {"background": 0, "RV": 1, "MLV": 2, "LVC": 3}
 
 
+def patient_grouped_splits(cases_by_patient: Dict[str, List[str]], n_splits: int = 5, seed: int = 12345) -> list:
+    """nnU-Net's ``splits_final.json`` content ([{"train": [...], "val": [...]}] per fold) with every case of a patient
+    in the same fold: nnU-Net's own seeded KFold (nnunetv2 generate_crossval_split), over patients instead of cases.
+    Fewer than ``n_splits`` patients give one fold per patient; one patient gives no split."""
+    from sklearn.model_selection import KFold
+
+    patients = sorted(cases_by_patient)
+    if len(patients) < 2:
+        return []
+    folds = KFold(n_splits=min(n_splits, len(patients)), shuffle=True, random_state=seed).split(patients)
+    return [{"train": sorted(c for i in train for c in cases_by_patient[patients[i]]),
+             "val": sorted(c for i in val for c in cases_by_patient[patients[i]])} for train, val in folds]
+
+
 def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int = 27) -> Path:
     """ACDC challenge layout (patientNNN/patientNNN_frameYY.nii.gz + _gt) → DatasetXXX_ACDC, one case per labelled
-    frame (ED and ES). Replaces nnunetv2 2.8.1's Dataset027_ACDC.convert_acdc, which fails on the nnUNet_raw path
-    object and requires a testing/ folder."""
+    frame (ED and ES), with a ``splits_final.json`` that keeps both frames of a patient in one fold (nnU-Net's planner
+    copies it into the preprocessed folder, where nnU-Net's trainer reads its folds; without it nnU-Net's random
+    5-fold split over frames puts one patient on both sides of a fold). Replaces nnunetv2 2.8.1's
+    Dataset027_ACDC.convert_acdc, which fails on the nnUNet_raw path object and requires a testing/ folder."""
     src = Path(training_folder)
     name = f"Dataset{dataset_id:03d}_ACDC"
     check_target(raw_root, name)
@@ -132,11 +148,17 @@ def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int 
             image = patient / f"{case}.nii.gz"
             _check_pair(case, [image], label, ACDC_LABELS.values())
             pairs.append((case, image, label))
+    cases_by_patient: Dict[str, List[str]] = {}
+    for case, _, _ in pairs:
+        cases_by_patient.setdefault(case.split("_frame")[0], []).append(case)
     with staged_dataset(raw_root, name) as out:
         for case, image, label in pairs:
             _copy_case([image], label, out, case)
         _write_dataset_json(out, {0: "cineMRI"}, ACDC_LABELS, len(pairs), dataset_name=name,
                             license="ACDC: research use, cite Bernard et al., IEEE TMI 2018")
+        splits = patient_grouped_splits(cases_by_patient)
+        if splits:
+            (out / "splits_final.json").write_text(json.dumps(splits, indent=2))
     return Path(raw_root) / name
 
 
