@@ -25,20 +25,27 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "BraTS2015_FLAIR_T1c"
 DATASET = "138"
-TRAINERS = {"nnunet": ("nnUNetTrainer_check", None), "fuseunet": ("nnUNetTrainerFuseUNet_check", "fuseunet"),
-            "fuse4seg": ("nnUNetTrainerFuse4Seg_check", "fuse4seg"), "hifuse": ("nnUNetTrainerHiFuse_check", "hifuse")}
-PLANS_NAMES = {None: "nnUNetPlans", "fuseunet": "nnUNetFuseUNetPlans", "fuse4seg": "nnUNetFuse4SegPlans",
-               "hifuse": "nnUNetHiFusePlans"}
+
+
+def trainer_and_plans(method: str) -> tuple:
+    """(trainer, overlay, plans name) of a `reproduce` method key with the ``check`` budget."""
+    from nnunet_fuse.planning import load_overlay, variant_plans_name
+    from nnunet_fuse.reproduce import METHODS
+
+    m = METHODS[method]
+    plans = "nnUNetPlans" if m.overlay is None else variant_plans_name("nnUNetPlans",
+                                                                       load_overlay(m.overlay)["plans_infix"])
+    return f"{m.trainer_prefix}_check", m.overlay, plans
 
 
 def environment(work: Path) -> dict:
-    from nnunet_fuse.resources import ext_trainer_value
+    """nnU-Net's folders under work, our trainers visible, this environment's commands first on PATH; one process,
+    no data-augmentation workers, no torch.compile."""
+    from nnunet_fuse.commands import nnunet_environment
 
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # this environment's commands
-    env = dict(os.environ, PATH=path, nnUNet_raw=str(work / "nnUNet_raw"),
-               nnUNet_preprocessed=str(work / "nnUNet_preprocessed"), nnUNet_results=str(work / "nnUNet_results"),
-               nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0", nnUNet_compile="false", PYTHONUNBUFFERED="1")
-    env["nnUNet_extTrainer"] = ext_trainer_value(env.get("nnUNet_extTrainer"))
+    env = nnunet_environment(work)
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", nnUNet_def_n_proc="1",
+               nnUNet_n_proc_DA="0", nnUNet_compile="false", PYTHONUNBUFFERED="1")
     return env
 
 
@@ -55,7 +62,7 @@ def run(command: list, env: dict, log) -> float:
 def child_peak_rss_mb(command: list, env: dict, log) -> tuple:
     """(peak RSS in MB of the command's process, wall seconds): the command runs in a fresh wrapper process, so
     getrusage of its children is that command's own peak."""
-    wrapper = ("import json, resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
                "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", wrapper, *command], env=env, capture_output=True, text=True)
@@ -70,8 +77,6 @@ def child_peak_rss_mb(command: list, env: dict, log) -> tuple:
 def prepare(work: Path, configuration: str, log) -> dict:
     """convert brats + nnUNetv2_plan_and_preprocess (skipped when done); returns the environment."""
     env = environment(work)
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        Path(env[key]).mkdir(parents=True, exist_ok=True)
     if not any(Path(env["nnUNet_raw"]).glob("Dataset138_*")):
         run(["nnunet-fuse", "convert", "brats", str(DATA)], env, log)
     folder = Path(env["nnUNet_preprocessed"]) / "Dataset138_BraTS2015"
@@ -102,8 +107,8 @@ print("RESULT", json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SE
 def train_steps_peak_rss(env: dict, method: str, configuration: str, iterations: int) -> dict:
     """A few training iterations of the method's check trainer through nnU-Net's trainer, data loader and
     augmentation, in a fresh process: {"peak_rss_mb", "step_seconds", "batch", "patch"}."""
-    trainer, overlay = TRAINERS[method]
-    result = subprocess.run([sys.executable, "-c", TRAIN_STEPS, DATASET, configuration, trainer, PLANS_NAMES[overlay],
+    trainer, _, plans = trainer_and_plans(method)
+    result = subprocess.run([sys.executable, "-c", TRAIN_STEPS, DATASET, configuration, trainer, plans,
                              str(iterations)], env=env, capture_output=True, text=True)
     if result.returncode:
         raise RuntimeError(f"{trainer} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -117,8 +122,7 @@ def epoch_seconds(training_folder: Path) -> float:
 
 
 def end_to_end(env: dict, method: str, configuration: str, out: Path, log) -> dict:
-    trainer, overlay = TRAINERS[method]
-    plans = PLANS_NAMES[overlay]
+    trainer, overlay, plans = trainer_and_plans(method)
     if overlay:
         run(["nnunet-fuse", "plan", "-d", DATASET, "--method", overlay, "--overwrite"], env, log)
     folder = Path(env["nnUNet_preprocessed"]) / "Dataset138_BraTS2015"

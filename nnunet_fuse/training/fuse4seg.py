@@ -39,13 +39,13 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
 
     plans_methods = ("fuse4seg",)
 
-    follower_steps: int = 1             # K
-    leader_weight: float = 0.5          # λ
+    follower_steps: int = BilevelSettings.follower_steps              # K
+    leader_weight: float = BilevelSettings.leader_weight              # λ
     fusion_pretrain_epochs: Optional[int] = None  # default: 5 % of num_epochs, at least 1
     fusion_lr: float = 1e-4
-    intensity_weight: float = 1.0
-    gradient_weight: float = 1.0
-    decomposition_weight: float = 1.0
+    intensity_weight: float = BilevelSettings.intensity_weight
+    gradient_weight: float = BilevelSettings.gradient_weight
+    decomposition_weight: float = BilevelSettings.decomposition_weight
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
