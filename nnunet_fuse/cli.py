@@ -1,4 +1,5 @@
-"""``nnunet-fuse``: plan, env, demo, profile, convert, reproduce, export-fused. nnU-Net's CLI conventions."""
+"""``nnunet-fuse``: plan, env, demo, profile, convert, reproduce, export-fused, check-inputs. nnU-Net's CLI
+conventions; a mistake in the input ends with one ``error:`` line that names the file and says what to do (exit 2)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from nnunet_fuse.budgets import BUDGETS
+from nnunet_fuse.input_check import InputError, read_json
 from nnunet_fuse.planning import PlanningError, available_methods, write_plans_variant
 from nnunet_fuse.resources import ext_trainer_value
 
@@ -23,6 +25,31 @@ def _nnunet_folder(variable: str) -> Optional[str]:
     return value
 
 
+def dataset_id(text: str) -> int:
+    """argparse type of -d where only an ID is taken: nnU-Net's IDs are 1-999 (DatasetXXX)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dataset IDs are numbers 1-999, got '{text}'")
+    if not 1 <= value <= 999:
+        raise argparse.ArgumentTypeError(f"dataset IDs are 1-999 (nnU-Net's DatasetXXX), got {value}")
+    return value
+
+
+def _device(name: Optional[str]) -> str:
+    """-device as given, or cuda when available; InputError for a device this machine lacks."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("-device cuda: no CUDA GPU is usable here (torch.cuda.is_available() is False); use "
+                         "-device cpu, or install a PyTorch build that matches the GPU driver")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise InputError("-device mps: Apple's MPS is not available here; use -device cpu")
+    return name
+
+
 def _plan(args: argparse.Namespace) -> int:
     preprocessed = _nnunet_folder("nnUNet_preprocessed")
     if not preprocessed:
@@ -31,7 +58,7 @@ def _plan(args: argparse.Namespace) -> int:
         method = args.method if not args.segment_with else f"{args.method}-{args.segment_with}"
         result = write_plans_variant(preprocessed, args.d, method, args.base_plans, args.c, args.plans_name,
                                      args.overwrite, args.keep_base_batch_and_patch)
-    except PlanningError as e:
+    except (PlanningError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{result['status']}: {result['path']}")
@@ -49,20 +76,28 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    import torch
-
     from nnunet_fuse.commands import StepFailed, nnunet_environment
     from nnunet_fuse.reproduce import ReproduceError, parse_methods, reproduce
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
+        device = _device(args.device)
         methods = parse_methods(args.methods)
         reproduce(args.d, args.c, methods, args.folds, args.budget, device,
                   nnunet_environment(light=device != "cuda"), Path(args.o) if args.o else None, args.np)
-    except (ReproduceError, PlanningError, StepFailed) as e:
+    except (ReproduceError, PlanningError, InputError, StepFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if not isinstance(e, StepFailed) else 1
     return 0
+
+
+def _model_folder(args: argparse.Namespace) -> Path:
+    """nnUNet_results/DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION of -d/-tr/-p/-c, as nnUNetv2_predict finds it."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    try:
+        return Path(get_output_folder(args.d, args.tr, args.p, args.c))
+    except RuntimeError as e:  # nnU-Net's "Could not find a dataset with the ID ..."
+        raise InputError(f"dataset {args.d}: {e}") from e
 
 
 def _export_fused(args: argparse.Namespace) -> int:
@@ -71,15 +106,12 @@ def _export_fused(args: argparse.Namespace) -> int:
     if not _nnunet_folder("nnUNet_results") or not _nnunet_folder("nnUNet_preprocessed"):
         return 2
     os.environ["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-
     from nnunet_fuse.imagefusion.export import ExportError, export_fused
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model_folder = Path(get_output_folder(args.d, args.tr, args.p, args.c))
     try:
-        written = export_fused(model_folder, Path(args.i), Path(args.o), args.f, args.chk, device)
-    except ExportError as e:
+        device = torch.device(_device(args.device))
+        written = export_fused(_model_folder(args), Path(args.i), Path(args.o), args.f, args.chk, device)
+    except (ExportError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {len(written)} fused image(s) to {args.o}")
@@ -97,16 +129,17 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import torch
-
     from nnunet_fuse.commands import StepFailed
     from nnunet_fuse.demo import run_demo
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
+        device = _device(args.device)
         run_demo(Path(args.workdir), device, trainer=args.tr, n_train=args.n_train, n_test=args.n_test,
                  seed=args.seed, overwrite=args.overwrite)
-    except (StepFailed, FileExistsError) as e:
+    except (FileExistsError, InputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except StepFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
@@ -114,7 +147,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     import datetime
-    import json
 
     import torch
 
@@ -137,19 +169,16 @@ def _profile(args: argparse.Namespace) -> int:
             names = args.p or ["nnUNetPlans", *sorted(p.stem for p in folder.glob("nnUNetResEnc*Plans.json"))]
             plans_files = [folder / f"{name}.json" for name in names]
             dataset_json_file = folder / "dataset.json"
-        for f in [*plans_files, dataset_json_file]:
-            if not f.is_file():
-                raise PlanningError(f"{f} does not exist")
-    except PlanningError as e:
+        plans = [read_json(f) for f in plans_files]
+        dataset_json = read_json(dataset_json_file)
+        device = torch.device(_device(args.device))
+    except (PlanningError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    plans = [json.loads(f.read_text()) for f in plans_files]
     unknown = [p["plans_name"] for p in plans if args.c not in p["configurations"]]
     if unknown:
         print(f"error: configuration '{args.c}' is not in plans {unknown}", file=sys.stderr)
         return 2
-    dataset_json = json.loads(dataset_json_file.read_text())
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         rows = profile_plans(plans, dataset_json, args.c, device, args.batch, args.patch_size, args.warmup,
                              args.repeats, inference=not args.no_inference, compile=args.compile,
@@ -187,10 +216,29 @@ def _convert(args: argparse.Namespace) -> int:
     try:
         print(f"converting {args.source} ({args.dataset}) ...", flush=True)
         target = convert(args.source, raw, **kwargs)
-    except converters.ConversionError as e:
+    except (converters.ConversionError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {target}\nnext: nnUNetv2_plan_and_preprocess -d {target.name[7:10]} --verify_dataset_integrity")
+    return 0
+
+
+def _check_inputs(args: argparse.Namespace) -> int:
+    from nnunet_fuse.input_check import check_prediction_inputs
+
+    if not _nnunet_folder("nnUNet_results"):
+        return 2
+    try:
+        cases = check_prediction_inputs(_model_folder(args), Path(args.i), args.c, args.f, args.chk, args.o)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    files = sum(len(f) for f in cases.values())
+    print(f"{len(cases)} case(s), {files} image file(s) in {args.i}: complete, readable, finite, and named and shaped "
+          f"as the model needs; folds {' '.join(map(str, args.f))} have a readable {args.chk}")
+    output = args.o or "OUTPUT_FOLDER"
+    print(f"next: nnUNetv2_predict -i {args.i} -o {output} -d {args.d} -c {args.c} -tr {args.tr} -p {args.p} "
+          f"-f {' '.join(map(str, args.f))} -chk {args.chk}")
     return 0
 
 
@@ -248,13 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "'dataset' folder; brats: a BraTS 2021 training folder or BraTS 2013/2015 FLAIR+T1c case "
                            "folders (brats2021 / brats2015 force one layout)")
     conv.add_argument("source", help="the folder as downloaded")
-    conv.add_argument("-d", type=int, default=None,
+    conv.add_argument("-d", type=dataset_id, default=None,
                       help="dataset id (defaults: acdc 27, msd the task number, kits23 220, brats2021 137, "
                            "brats2015 138)")
     conv.set_defaults(func=_convert)
 
     rep = sub.add_parser("reproduce", help="train methods side by side with the same budget and compare their Dice")
-    rep.add_argument("-d", type=int, required=True, help="dataset ID (raw data in nnUNet_raw)")
+    rep.add_argument("-d", type=dataset_id, required=True, help="dataset ID (raw data in nnUNet_raw)")
     rep.add_argument("-c", required=True, help="configuration, e.g. 2d or 3d_fullres")
     rep.add_argument("--methods", default="nnunet,fuseunet", help="comma-separated (default nnunet,fuseunet)")
     rep.add_argument("--folds", type=int, nargs="+", default=[0], help="folds to train (default 0)")
@@ -277,6 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
     exp.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
     exp.set_defaults(func=_export_fused)
+
+    check = sub.add_parser("check-inputs", help="check a folder of scans against a trained model before "
+                                                 "nnUNetv2_predict (same arguments)")
+    check.add_argument("-i", required=True, help="input folder with CASE_XXXX files, as for nnUNetv2_predict")
+    check.add_argument("-o", default=None, help="the output folder you will give nnUNetv2_predict (checked too)")
+    check.add_argument("-d", required=True, help="dataset ID or name")
+    check.add_argument("-c", required=True, help="configuration")
+    check.add_argument("-tr", default="nnUNetTrainer", help="trainer (default nnUNetTrainer)")
+    check.add_argument("-p", default="nnUNetPlans", help="plans (default nnUNetPlans)")
+    check.add_argument("-f", nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4, as nnUNetv2_predict)")
+    check.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+    check.set_defaults(func=_check_inputs)
 
     demo = sub.add_parser("demo", help="synthetic data -> plan -> train -> predict -> Dice table + PNG")
     demo.add_argument("--workdir", default="nnunet_fuse_demo", help="output folder (default ./nnunet_fuse_demo)")

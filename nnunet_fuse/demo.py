@@ -12,7 +12,9 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from nnunet_fuse.atomic_files import write_text_atomically
 from nnunet_fuse.commands import nnunet_command, nnunet_environment, run_step
+from nnunet_fuse.input_check import InputError
 from nnunet_fuse.datasets.synthetic import LABELS, make_synthetic_dataset
 from nnunet_fuse.planning import count_parameters, write_plans_variant
 from nnunet_fuse.reporting import format_table
@@ -58,6 +60,8 @@ def save_overlay_png(image_file: Path, label_file: Path, prediction_file: Path, 
 
 
 def prepare_workdir(workdir: Path, overwrite: bool) -> None:
+    if workdir.exists() and not workdir.is_dir():
+        raise FileExistsError(f"--workdir {workdir} is a file; choose a folder")
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / DEMO_MARKER).exists():
             raise FileExistsError(f"{workdir} exists and is not a demo folder; choose another --workdir")
@@ -74,6 +78,9 @@ def run_demo(workdir: Path, device: str, trainer: str = "nnUNetTrainerFuseUNet_1
              overwrite: bool = False) -> dict:
     """Run the whole pipeline in workdir; return the results dict (also written to workdir/results.json)."""
     workdir = Path(workdir).resolve()
+    if n_train < 5 or n_test < 1:
+        raise InputError(f"the demo needs at least 5 training cases (nnU-Net's 5 folds) and 1 test case, got "
+                         f"--n-train {n_train} --n-test {n_test}")
     prepare_workdir(workdir, overwrite)
     env = nnunet_environment(workdir)
     log = workdir / "demo_log.txt"
@@ -121,9 +128,9 @@ def run_demo(workdir: Path, device: str, trainer: str = "nnUNetTrainerFuseUNet_1
     results = {"dataset": raw.name, "configuration": configuration, "trainer": trainer, "plans": plans_name,
                "device": device, "n_train": n_train, "n_test": n_test, "dice": dice, "mean_dice": mean_dice,
                "parameters": params, "seconds": timings, "overlay_png": str(png)}
-    (workdir / "results.json").write_text(json.dumps(results, indent=2))
+    write_text_atomically(workdir / "results.json", json.dumps(results, indent=2))
     table = demo_table(results)
-    (workdir / "results.md").write_text(table + "\n")
+    write_text_atomically(workdir / "results.md", table + "\n")
     print("\n" + table, flush=True)
     print(f"\noverlay: {png}\nresults: {workdir / 'results.json'}, {workdir / 'results.md'}", flush=True)
     return results

@@ -10,11 +10,14 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from nnunet_fuse.atomic_files import write_text_atomically
+from nnunet_fuse.input_check import read_json
 from nnunet_fuse.resources import plans_overlays_folder
 
 MARKER_KEY = "nnunet_fuse"  # present in every plans file we write; files without it are not ours to overwrite
@@ -66,6 +69,8 @@ def find_dataset_folder(preprocessed_root: Union[str, Path], dataset: Union[int,
             dataset_id = int(dataset)
         except ValueError:
             raise PlanningError(f"dataset must be an ID like 27 or a name like Dataset027_ACDC, got '{dataset}'")
+        if not 1 <= dataset_id <= 999:
+            raise PlanningError(f"dataset IDs are 1-999 (nnU-Net's DatasetXXX), got {dataset}")
         matches = sorted(root.glob(f"Dataset{dataset_id:03d}_*"))
     if not matches:
         raise PlanningError(f"dataset {dataset} has not been planned yet: nothing in {root}. "
@@ -306,7 +311,7 @@ def check_input_channels(overlay: dict, dataset_json_file: Path) -> None:
     needed = overlay.get("min_input_channels", 1)
     if needed <= 1 or not dataset_json_file.is_file():
         return
-    dataset_json = json.loads(dataset_json_file.read_text())
+    dataset_json = read_json(dataset_json_file)
     channels = dataset_json.get("channel_names") or dataset_json.get("modality") or {}
     if len(channels) < needed:
         raise PlanningError(f"method '{overlay['method']}' needs at least {needed} image channels (modalities), but "
@@ -335,12 +340,15 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
         raise PlanningError(f"no plans '{base_plans_name}' in {folder} (found: {present or 'none'}). Run "
                             f"`nnUNetv2_plan_and_preprocess -d {dataset}` (or nnUNetv2_plan_experiment with the "
                             f"planner for those plans) first.")
-    base_plans = json.loads(base_path.read_text())
+    base_plans = read_json(base_path)
     check_input_channels(overlay, folder / "dataset.json")
     if MARKER_KEY in base_plans:
         raise PlanningError(f"{base_path.name} is already a plans variant written by nnunet_fuse; pass nnU-Net's "
                             f"own plans as --base-plans (e.g. {base_plans[MARKER_KEY]['base_plans']})")
     plans_name = plans_name or variant_plans_name(base_plans_name, overlay["plans_infix"])
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", plans_name) or plans_name.endswith(".json"):
+        raise PlanningError(f"plans name '{plans_name}' must be a plain name (letters, digits, _ . -; no folders, "
+                            f"no .json), e.g. nnUNetFuseUNetPlans; it becomes <name>.json beside nnU-Net's plans")
     if plans_name == base_plans_name:
         raise PlanningError("the variant's plans name must differ from the base plans name")
     plans = make_plans_variant(base_plans, overlay, plans_name, configurations)
@@ -352,7 +360,7 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
     if keep_base_batch_and_patch:
         plans[MARKER_KEY]["memory_budget"] = "kept nnU-Net's batch and patch (--keep-base-batch-and-patch)"
     else:
-        fit_to_memory(plans, base_plans, overlay, json.loads((folder / "dataset.json").read_text()), notes.append)
+        fit_to_memory(plans, base_plans, overlay, read_json(folder / "dataset.json"), notes.append)
     for cfg in plans["configurations"].values():  # Fuse4Seg: the ranges of the data as preprocessed, where it is
         kwargs = cfg.get("architecture", {}).get("arch_kwargs", {})
         data_folder = folder / str(cfg.get("data_identifier"))
@@ -364,7 +372,7 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
     result = {"path": target, "plans_name": plans_name, "configurations": list(plans["configurations"]),
               "trainer": overlay.get("trainer"), "status": "written", "notes": notes}
     if target.exists():
-        existing = json.loads(target.read_text())
+        existing = read_json(target)
         if MARKER_KEY not in existing:
             raise PlanningError(f"{target} exists and was not written by nnunet_fuse; refusing to overwrite it. "
                                 f"Choose another --plans-name.")
@@ -374,9 +382,7 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
         if not overwrite:
             raise PlanningError(f"{target} exists with different content (trained models may depend on it); pass "
                                 f"--overwrite to replace it, or choose another --plans-name.")
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(plans, indent=4, sort_keys=False))
-    tmp.replace(target)  # atomic: a crash never leaves a half-written plans file
+    write_text_atomically(target, json.dumps(plans, indent=4, sort_keys=False))  # never a half-written plans file
     return result
 
 

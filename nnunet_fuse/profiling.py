@@ -411,18 +411,23 @@ def table_rows(rows: Sequence[ProfileRow]) -> List[List[str]]:
 
 
 def write_outputs(rows: Sequence[ProfileRow], meta: dict, stem: Path, plot: bool) -> List[Path]:
-    """stem.json (rows + meta), stem.csv, and with plot stem.png; returns the paths written."""
+    """stem.json (rows + meta), stem.csv, stem.md and with plot stem.png, each written whole; returns the paths."""
+    import io
+
+    from nnunet_fuse.atomic_files import replaced_atomically, write_text_atomically
     from nnunet_fuse.reporting import format_table
 
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".json"), stem.with_suffix(".csv"), stem.with_suffix(".md")]
-    paths[0].write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
-    with open(paths[1], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerows(table_rows(rows))
-    paths[2].write_text(format_table(table_rows(rows)) + "\n")
+    write_text_atomically(paths[0], json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
+    table = io.StringIO(newline="")
+    csv.writer(table).writerows(table_rows(rows))
+    write_text_atomically(paths[1], table.getvalue())
+    write_text_atomically(paths[2], format_table(table_rows(rows)) + "\n")
     if plot:
-        paths.append(plot_rows(rows, meta, stem.with_suffix(".png")))
+        with replaced_atomically(stem.with_suffix(".png")) as png:
+            plot_rows(rows, meta, png)
+        paths.append(stem.with_suffix(".png"))
     return paths
 
 

@@ -5,7 +5,11 @@ each method and fold with the budget's trainer (nnunet_fuse.training.budget) →
 (prediction of the fold's validation cases + its evaluator) → one table (Markdown, JSON, PNG).
 
 Resumes: a fold whose training and validation finished is never run again; a finished training without its
-validation gets ``--val``; an interrupted one continues from its latest checkpoint (``--c``).
+validation gets ``--val``; an interrupted one continues from its latest checkpoint (``--c``; the budget trainers save
+one after every epoch). Datasets with several cases per patient (ACDC) are trained on folds over patients
+(nnunet_fuse.splits), and a training made on other folds is refused. The report merges with an earlier report of the
+same comparison in the output folder (methods of this run replace their rows, the others stay), and files there that
+reproduce did not write are never replaced.
 """
 from __future__ import annotations
 
@@ -19,11 +23,14 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from nnunet_fuse.atomic_files import replaced_atomically, write_text_atomically
 from nnunet_fuse.commands import nnunet_command, run_step
+from nnunet_fuse.input_check import read_json
 from nnunet_fuse.planning import (MARKER_KEY, PlanningError, check_input_channels, count_parameters,
                                   find_dataset_folder, load_overlay, variant_plans_name, write_plans_variant)
 from nnunet_fuse.reporting import format_table
 from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
+from nnunet_fuse.splits import SplitError, ensure_patient_grouped_split
 
 
 class ReproduceError(RuntimeError):
@@ -84,7 +91,7 @@ def preprocessing_done(preprocessed: Path, dataset_name: str, configuration: str
     plans_file = preprocessed / dataset_name / "nnUNetPlans.json"
     if not plans_file.is_file():
         return False
-    configurations = json.loads(plans_file.read_text())["configurations"]
+    configurations = read_json(plans_file)["configurations"]
     if configuration not in configurations:
         raise ReproduceError(f"configuration '{configuration}' is not in {plans_file}; nnU-Net planned "
                              f"{', '.join(configurations)}")
@@ -95,13 +102,27 @@ def preprocessing_done(preprocessed: Path, dataset_name: str, configuration: str
 
 def fold_state(fold_folder: Path) -> str:
     """'finished' (final checkpoint + validation summary), 'validate' (final checkpoint only), 'continue'
-    (a latest checkpoint), or 'new'."""
+    (a latest or best checkpoint, which nnUNetv2_train --c continues from), or 'new'."""
     final = (fold_folder / "checkpoint_final.pth").is_file()
     if final and (fold_folder / "validation" / "summary.json").is_file():
         return "finished"
     if final:
         return "validate"
-    return "continue" if (fold_folder / "checkpoint_latest.pth").is_file() else "new"
+    resumable = any((fold_folder / f"checkpoint_{k}.pth").is_file() for k in ("latest", "best"))
+    return "continue" if resumable else "new"
+
+
+def check_trained_on_split(fold_folder: Path, fold: int, splits_file: Path) -> None:
+    """Refuse a training whose record names other validation cases than fold ``fold`` of splits_file (made on
+    other folds, e.g. nnU-Net's split over frames before a patient-grouped one was written)."""
+    record_file = fold_folder / RECORD_FILE
+    if not (record_file.is_file() and splits_file.is_file()):
+        return
+    recorded = json.loads(record_file.read_text()).get("validation_cases")
+    splits = json.loads(splits_file.read_text())
+    if recorded is not None and fold < len(splits) and sorted(recorded) != sorted(splits[fold]["val"]):
+        raise ReproduceError(f"{fold_folder} was trained on other folds than fold {fold} of {splits_file} (its "
+                             f"validation cases differ); move that folder away to train the fold again")
 
 
 def label_names(dataset_json: dict) -> Dict[object, str]:
@@ -135,7 +156,7 @@ def validation_hd95(summary: dict, names: Dict[object, str], cache: Path) -> Dic
             if distance is not None:
                 values[name].append(distance)
     result = {name: (float(np.mean(v)) if v else None) for name, v in values.items()}
-    cache.write_text(json.dumps(result, indent=2))
+    write_text_atomically(cache, json.dumps(result, indent=2))
     return result
 
 
@@ -192,7 +213,7 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
         raise ReproduceError(f"unknown budget '{budget}'; one of {', '.join(BUDGETS)}")
     folders = nnunet_folders(env)
     raw = raw_dataset_folder(folders["nnUNet_raw"], dataset_id)
-    dataset_json = json.loads((raw / "dataset.json").read_text())
+    dataset_json = read_json(raw / "dataset.json")
     for key in methods:  # before any work: a method that cannot run on this dataset (Fuse4Seg on one channel)
         if METHODS[key].overlay is not None:
             try:
@@ -201,6 +222,7 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
                 raise ReproduceError(str(e)) from e
     default_out = folders["nnUNet_results"] / raw.name / f"nnunet_fuse_reproduce_{configuration}_{budget}"
     out_folder = Path(out_folder or default_out)
+    earlier = earlier_report(out_folder, raw.name, configuration, budget)  # before any work: refuse foreign files
     out_folder.mkdir(parents=True, exist_ok=True)
     log = out_folder / "reproduce_log.txt"
     n_processes = n_processes or int(env.get("nnUNet_def_n_proc", min(8, os.cpu_count() or 1)))
@@ -212,6 +234,12 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
                  [nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration,
                   "-np", str(n_processes), "--verify_dataset_integrity"], env, log)
     preprocessed = find_dataset_folder(folders["nnUNet_preprocessed"], dataset_id)
+    case_ids = [f.name[:-len(dataset_json["file_ending"])]
+                for f in (raw / "labelsTr").glob(f"*{dataset_json['file_ending']}")]
+    try:
+        ensure_patient_grouped_split(preprocessed / "splits_final.json", case_ids, folds)
+    except SplitError as e:
+        raise ReproduceError(str(e)) from e
 
     epochs, iterations, _ = BUDGETS[budget]
     rows = []
@@ -227,6 +255,7 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
             title = f"[{i}/{len(methods)}] {method.label}, fold {fold}"
             command = [nnunet_command("nnUNetv2_train"), str(dataset_id), configuration, str(fold), "-tr", trainer,
                        "-p", plans_name, "-device", device]
+            check_trained_on_split(fold_folder, fold, preprocessed / "splits_final.json")
             if state == "finished":
                 print(f"\n=== {title}: finished earlier, not retrained ({fold_folder})", flush=True)
             else:
@@ -242,12 +271,52 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
         rows.append(summarise(key, method.label, trainer, plans_name, per_fold, params,
                               batch_and_patch(preprocessed / f"{plans_name}.json", configuration)))
 
-    report = {"dataset": raw.name, "configuration": configuration, "budget": budget,
-              "schedule": {"epochs": epochs, "iterations_per_epoch": iterations}, "folds": list(folds),
+    if earlier is not None:
+        rows = merge_rows(earlier["methods"], rows)
+    report = {"written_by": WRITTEN_BY, "dataset": raw.name, "configuration": configuration, "budget": budget,
+              "schedule": {"epochs": epochs, "iterations_per_epoch": iterations},
+              "folds": sorted({int(f) for r in rows for f in r["per_fold"]}),
               "device": device, "date": time.strftime("%Y-%m-%d"), "methods": rows,
               "published": published_reference(raw.name)}
     write_report(report, out_folder)
     return report
+
+
+WRITTEN_BY = "nnunet-fuse reproduce"
+REPORT_FILES = ("results.json", "results.md", "results.png")
+
+
+def earlier_report(out_folder: Path, dataset: str, configuration: str, budget: str) -> Optional[dict]:
+    """The report reproduce wrote earlier in out_folder for the same dataset, configuration and budget (merged into
+    by this run), or None when there is none. ReproduceError when a report file there is not one of ours (the user's
+    own results.md, say) or belongs to another comparison: nothing is replaced then."""
+    present = [out_folder / f for f in REPORT_FILES if (out_folder / f).exists()]
+    if not present:
+        return None
+    report = None
+    try:
+        report = json.loads((out_folder / "results.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    ours = isinstance(report, dict) and all(k in report for k in ("dataset", "configuration", "budget", "methods"))
+    markdown = out_folder / "results.md"
+    if ours and markdown.exists():
+        ours = markdown.read_text(errors="replace").startswith(f"# {report['dataset']} {report['configuration']}, ")
+    if not ours:
+        raise ReproduceError(f"{', '.join(str(p) for p in present)} in {out_folder} were not written by nnunet-fuse "
+                             f"reproduce; refusing to replace them. Choose another report folder with -o.")
+    if (report["dataset"], report["configuration"], report["budget"]) != (dataset, configuration, budget):
+        raise ReproduceError(f"{out_folder / 'results.json'} reports {report['dataset']} {report['configuration']} "
+                             f"budget '{report['budget']}', not {dataset} {configuration} budget '{budget}'; choose "
+                             f"another report folder with -o")
+    return report
+
+
+def merge_rows(earlier: List[dict], current: List[dict]) -> List[dict]:
+    """The earlier report's rows with this run's methods replaced or appended (order: earlier first)."""
+    by_method = {r["method"]: r for r in current}
+    merged = [by_method.pop(r["method"], r) for r in earlier]
+    return merged + [r for r in current if r["method"] in by_method]
 
 
 def batch_and_patch(plans_file: Path, configuration: str) -> dict:
@@ -269,7 +338,7 @@ def summarise(key: str, label: str, trainer: str, plans_name: str, per_fold: Dic
         values = [v for v in values if v is not None]
         return float(np.mean(values)) if values else None
 
-    return {"method": key, "label": label, "trainer": trainer, "plans": plans_name,
+    return {"method": key, "label": label, "trainer": trainer, "plans": plans_name, "folds": sorted(per_fold),
             "dice": {n: mean(f["dice"][n] for f in folds) for n in names},
             "hd95": {n: mean(f["hd95"][n] for f in folds) for n in names},
             **{field: mean(f[field] for f in folds)
@@ -281,11 +350,13 @@ def summarise(key: str, label: str, trainer: str, plans_name: str, per_fold: Dic
 def report_table(report: dict) -> str:
     rows = report["methods"]
     names = list(rows[0]["dice"])
-    header = ["method", *[f"Dice {n}" for n in names], "mean Dice", "HD95 mm", "params M", "batch", "patch",
+    header = ["method", "folds", *[f"Dice {n}" for n in names], "mean Dice", "HD95 mm", "params M", "batch", "patch",
               "train min", "peak memory MB"]
     table = [header]
     for r in rows:
-        table.append([r["label"], *[f"{r['dice'][n]:.3f}" for n in names], f"{r['mean_dice']:.3f}",
+        folds = r.get("folds") or sorted(int(f) for f in r["per_fold"])
+        table.append([r["label"], ",".join(map(str, folds)), *[f"{r['dice'][n]:.3f}" for n in names],
+                      f"{r['mean_dice']:.3f}",
                       "—" if r["mean_hd95"] is None else f"{r['mean_hd95']:.2f}",
                       f"{r['parameters']['total'] / 1e6:.2f}", str(r.get("batch_size", "—")),
                       " × ".join(map(str, r["patch_size"])) if r.get("patch_size") else "—",
@@ -293,22 +364,23 @@ def report_table(report: dict) -> str:
                       "—" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"])
     if report["published"]:
         p = report["published"]
-        table.append([f"published: {p['source']}", *["—"] * len(names), f"{p['mean_dice']:.4f}", *["—"] * 6])
+        table.append([f"published: {p['source']}", "0-4", *["—"] * len(names), f"{p['mean_dice']:.4f}", *["—"] * 6])
     return format_table(table)
 
 
 def write_report(report: dict, out_folder: Path) -> None:
     """results.json, results.md (table + how it was made), results.png; printed on the terminal too."""
-    (out_folder / "results.json").write_text(json.dumps(report, indent=2))
+    write_text_atomically(out_folder / "results.json", json.dumps(report, indent=2))
     kind = report["methods"][0]["peak_memory_kind"] or "not recorded"
     text = (f"# {report['dataset']} {report['configuration']}, budget '{report['budget']}' "
             f"({report['schedule']['epochs']} epochs × {report['schedule']['iterations_per_epoch']} iterations), "
             f"folds {report['folds']}, {report['device']}, {report['date']}\n\n{report_table(report)}\n\n"
             f"Dice: nnU-Net's evaluator on each fold's validation cases (nnUNetv2_train's final validation), mean "
-            f"over folds. HD95: mean over labels/regions of the mean over cases (nnunet_fuse.metrics; cases where "
-            f"one mask is empty left out). Train: the training loop only. Peak memory: {kind}.\n")
-    (out_folder / "results.md").write_text(text)
-    plot_report(report, out_folder / "results.png")
+            f"over the row's folds. HD95: mean over labels/regions of the mean over cases (nnunet_fuse.metrics; cases "
+            f"where one mask is empty left out). Train: the training loop only. Peak memory: {kind}.\n")
+    write_text_atomically(out_folder / "results.md", text)
+    with replaced_atomically(out_folder / "results.png") as png:
+        plot_report(report, png)
     print("\n" + text + f"\nwrote {out_folder / 'results.md'}, results.json, results.png", flush=True)
 
 

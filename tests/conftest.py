@@ -23,6 +23,49 @@ def run(command, env, cwd=None, check=True, timeout=900):
     return result
 
 
+def assert_beats_chance(predictions, references, labels=(1, 2, 3), factor=3.0):
+    """Mean Dice over the reference cases and labels of the predictions must exceed ``factor`` × chance, chance being
+    a voxel-wise random labelling with the reference's label frequencies (its expected Dice for a label is the
+    label's volume fraction). An all-background prediction scores 0. Returns (mean Dice, chance)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    dice, chance = [], []
+    for reference_file in sorted(Path(references).glob("*.nii.gz")):
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(reference_file)))
+        prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(predictions) / reference_file.name)))
+        assert prediction.shape == reference.shape
+        for label in labels:
+            ref, pred = reference == label, prediction == label
+            dice.append(2 * (ref & pred).sum() / max(1, ref.sum() + pred.sum()))
+            chance.append(ref.mean())
+    assert dice, f"no reference cases in {references}"
+    mean_dice, mean_chance = float(np.mean(dice)), float(np.mean(chance))
+    assert mean_dice > factor * mean_chance, f"mean Dice {mean_dice:.3f} vs chance {mean_chance:.3f}: {dice}"
+    return mean_dice, mean_chance
+
+
+def interrupt_when_written(command, env, path, timeout=900):
+    """Start command and kill it (and its children, SIGKILL: no clean-up) as soon as ``path`` exists; return the
+    output it printed. Fails if the command ends before that."""
+    import signal
+    import time
+
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    start = time.time()
+    while not Path(path).exists():
+        if process.poll() is not None:
+            raise AssertionError(f"{command} ended before writing {path}:\n{process.stdout.read()[-4000:]}")
+        if time.time() - start > timeout:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"{path} not written within {timeout} s")
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return process.stdout.read()
+
+
 @pytest.fixture(scope="session")
 def planned_dataset(tmp_path_factory):
     """nnU-Net folders with Dataset991 (10 training + 2 test cases), planned and preprocessed for 2d and 3d_fullres

@@ -27,5 +27,5 @@ def test_demo_runs_end_to_end_and_learns(tmp_path):
 
     again = subprocess.run([str(BIN / "nnunet-fuse"), "demo", "--workdir", str(workdir)], env=env,
                            capture_output=True, text=True, timeout=120)
-    assert again.returncode == 1 and "--overwrite" in again.stderr
+    assert again.returncode == 2 and "--overwrite" in again.stderr
     assert (workdir / "results.json").is_file()  # the earlier run is kept

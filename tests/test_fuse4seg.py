@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-from conftest import TINY_ID, run
+from conftest import TINY_ID, assert_beats_chance, interrupt_when_written, run
 from nnunet_fuse.commands import nnunet_command, nnunet_environment
 from nnunet_fuse.datasets.synthetic import make_case, make_synthetic_dataset
 from nnunet_fuse.planning import PlanningError, write_plans_variant
@@ -65,7 +65,7 @@ def test_single_channel_dataset_is_refused(planned_dataset):
 def test_bilevel_training_prediction_and_resume(two_channel_dataset):
     workdir, env, raw = two_channel_dataset
     write_plans_variant(workdir / "nnUNet_preprocessed", MULTI_ID, "fuse4seg", configurations=["2d"])
-    trainer, plans = "nnUNetTrainerFuse4Seg_2x4", "nnUNetFuse4SegPlans"
+    trainer, plans = "nnUNetTrainerFuse4Seg_4x25", "nnUNetFuse4SegPlans"  # long enough to beat chance
     result = run([nnunet_command("nnUNetv2_train"), str(MULTI_ID), "2d", "0", "-tr", trainer, "-p", plans,
                   "-device", "cpu"], env)
     log = result.stdout
@@ -78,11 +78,6 @@ def test_bilevel_training_prediction_and_resume(two_channel_dataset):
     assert any(k.startswith("fusion.") for k in checkpoint["network_weights"])
     assert (fold / "validation" / "summary.json").is_file()
 
-    # resume from the final checkpoint: both optimisers restored, nothing left to train, validation runs again
-    resumed = run([nnunet_command("nnUNetv2_train"), str(MULTI_ID), "2d", "0", "-tr", trainer, "-p", plans,
-                   "-device", "cpu", "--c"], env)
-    assert "Traceback" not in resumed.stderr
-
     out = workdir / "predictions"
     run([nnunet_command("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(MULTI_ID), "-c",
          "2d", "-f", "0", "-tr", trainer, "-p", plans, "-device", "cpu", "-npp", "1", "-nps", "1"], env)
@@ -91,6 +86,7 @@ def test_bilevel_training_prediction_and_resume(two_channel_dataset):
         reference = sitk.ReadImage(str(label_file))
         assert prediction.GetSize() == reference.GetSize()
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2, 3}
+    assert_beats_chance(out, raw / "labelsTs")
 
     # the fused image of every test case, aligned with its input scan
     fused_dir = workdir / "fused"
@@ -118,7 +114,36 @@ def test_bilevel_training_prediction_and_resume(two_channel_dataset):
     assert "trained on 2 modalities" in failed.stdout + failed.stderr
     failed = run([str(BIN / "nnunet-fuse"), "export-fused", "-i", str(one_channel), "-o", str(workdir / "bad2"),
                   "-d", str(MULTI_ID), "-c", "2d", "-tr", trainer], env, check=False)
-    assert failed.returncode == 2 and "has 1 channel file(s)" in failed.stderr and "trained on 2" in failed.stderr
+    assert failed.returncode == 2 and "lacks channel(s)" in failed.stderr
+    assert "trained on 2 channel(s)" in failed.stderr
+
+
+def test_interrupted_training_continues_from_its_last_epoch_with_both_optimisers(two_channel_dataset):
+    """Killed after its first epoch (the budget trainers save checkpoint_latest.pth after every epoch, atomically),
+    the training continues with --c from epoch 1, the fusion optimiser's state restored: AdamW's step count goes on
+    from the 4 steps of epoch 0 to 8, instead of starting again from 0."""
+    workdir, env, _ = two_channel_dataset
+    write_plans_variant(workdir / "nnUNet_preprocessed", MULTI_ID, "fuse4seg", configurations=["2d"])
+    trainer, plans = "nnUNetTrainerFuse4Seg_smoke", "nnUNetFuse4SegPlans"  # 2 epochs × 4 iterations
+    command = [nnunet_command("nnUNetv2_train"), str(MULTI_ID), "2d", "1", "-tr", trainer, "-p", plans, "-device",
+               "cpu"]
+    fold = next((workdir / "nnUNet_results").glob(f"Dataset{MULTI_ID}_*")) / f"{trainer}__{plans}__2d" / "fold_1"
+    interrupt_when_written(command, env, fold / "checkpoint_latest.pth")
+    assert not (fold / "checkpoint_final.pth").exists()
+    latest = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert latest["current_epoch"] == 1
+    fusion_steps = {int(s["step"]) for s in latest["fusion_optimizer_state"]["state"].values()}
+    assert fusion_steps == {4}  # fusion pre-training: the leader stepped once per iteration
+    assert all("momentum_buffer" in s for s in latest["optimizer_state"]["state"].values())
+
+    resumed = run(command + ["--c"], env).stdout
+    assert "Epoch 1" in resumed and "Epoch 0" not in resumed and "Fuse4Seg phase: bi-level" in resumed
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == 2
+    steps = {k: int(s["step"]) for k, s in final["fusion_optimizer_state"]["state"].items()}
+    assert max(steps.values()) == 8  # restored at 4, 4 more steps (not restored: at most 4)
+    assert all(steps[k] >= int(s["step"]) for k, s in latest["fusion_optimizer_state"]["state"].items())
+    assert not list(fold.glob(".partial-*"))  # a checkpoint being written when killed was never half in place
 
 
 def test_foreign_checkpoints_and_plans_are_refused(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import TINY_ID, run
+from conftest import TINY_ID, assert_beats_chance, run
 from nnunet_fuse.commands import nnunet_command
 from nnunet_fuse.hifuse.classifier import HiFuseClassifier
 from nnunet_fuse.hifuse.encoder import attention_settings
@@ -58,6 +58,7 @@ def test_plan_train_predict_2d_and_3d_through_nnunet(planned_dataset):
             prediction = sitk.ReadImage(str(out / label_file.name))
             assert prediction.GetSize() == sitk.ReadImage(str(label_file)).GetSize()
             assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2, 3}
+        assert_beats_chance(out, raw / "labelsTs")
     refused = run([nnunet_command("nnUNetv2_train"), str(TINY_ID), "2d", "0", "-tr", "nnUNetTrainerHiFuse_2x4",
                    "-p", "nnUNetPlans", "-device", "cpu"], env, check=False)
     assert refused.returncode != 0 and "needs HiFuse plans" in refused.stderr and "--method hifuse" in refused.stderr

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_ID, run
+from conftest import TINY_ID, interrupt_when_written, run
 from nnunet_fuse.planning import write_plans_variant
 from nnunet_fuse.reproduce import (ReproduceError, fold_state, label_names, nnunet_folders, parse_methods,
                                    published_reference)
@@ -64,10 +64,20 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
     report = json.loads((out / "results.json").read_text())
     assert [m["method"] for m in report["methods"]] == ["nnunet"]
 
-    # the interrupted comparison is rerun with both methods: nnU-Net's finished training is not redone
+    # both methods, killed during FuseUNet's second epoch (after its first epoch's checkpoint_latest.pth)
+    fuse_fold = results / "nnUNetTrainerFuseUNet_smoke__nnUNetFuseUNetPlans__2d" / "fold_0"
+    interrupted = interrupt_when_written(command + ["--methods", "nnunet,fuseunet"], env,
+                                         fuse_fold / "checkpoint_latest.pth")
+    assert "FuseUNet, fold 0: training (smoke: 2 epochs × 4 iterations)" in interrupted
+    assert not (fuse_fold / "checkpoint_final.pth").exists()
+    assert [m["method"] for m in json.loads((out / "results.json").read_text())["methods"]] == ["nnunet"]
+
+    # rerun: nnU-Net's finished training is not redone, FuseUNet's continues from its last finished epoch
     second = run(command + ["--methods", "nnunet,fuseunet"], env)
     assert "nnU-Net default, fold 0: finished earlier, not retrained" in second.stdout
-    assert "FuseUNet, fold 0: training (smoke: 2 epochs × 4 iterations)" in second.stdout
+    assert "FuseUNet, fold 0: continuing from its latest checkpoint" in second.stdout
+    resumed_log = second.stdout.split("FuseUNet, fold 0: continuing")[1]
+    assert "Epoch 1" in resumed_log and "Epoch 0" not in resumed_log
     assert (nnunet_fold / "checkpoint_final.pth").stat().st_mtime_ns == checkpoint_time
     report = json.loads((out / "results.json").read_text())
     rows = {m["method"]: m for m in report["methods"]}
@@ -92,13 +102,16 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # a finished training whose validation is missing gets only nnU-Net's validation, not a new training
-    fuse_fold = results / "nnUNetTrainerFuseUNet_smoke__nnUNetFuseUNetPlans__2d" / "fold_0"
     fuse_checkpoint_time = (fuse_fold / "checkpoint_final.pth").stat().st_mtime_ns
     (fuse_fold / "validation" / "summary.json").unlink()
     third = run(command + ["--methods", "fuseunet"], env)
     assert "FuseUNet, fold 0: validation of the finished training" in third.stdout
     assert (fuse_fold / "checkpoint_final.pth").stat().st_mtime_ns == fuse_checkpoint_time
     assert (fuse_fold / "validation" / "summary.json").is_file()
+    # the one-method run merged into the report instead of replacing it
+    report = json.loads((out / "results.json").read_text())
+    assert [m["method"] for m in report["methods"]] == ["nnunet", "fuseunet"] and report["folds"] == [0]
+    assert "| nnU-Net default" in (out / "results.md").read_text()
 
 
 def test_reproduce_cli_errors(planned_dataset):

@@ -16,6 +16,9 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_fuse.input_check import InputError, read_image, read_json
+from nnunet_fuse.splits import cases_by_patient, patient_grouped_splits
+
 PathLike = Union[str, Path]
 
 
@@ -24,18 +27,19 @@ class ConversionError(ValueError):
 
 
 def _check_pair(case: str, image_files: Sequence[Path], label_file: Path, allowed_labels: Iterable[int]) -> None:
-    """Files exist, label values ⊆ allowed_labels, every image has the label's size, spacing, origin, direction."""
-    for f in (*image_files, label_file):
-        if not f.is_file():
-            raise ConversionError(f"case {case}: missing file {f}")
-    label = sitk.ReadImage(str(label_file))
+    """Files exist and are complete and finite (input_check.read_image), label values ⊆ allowed_labels, every image
+    has the label's size, spacing, origin, direction."""
+    try:
+        label = read_image(label_file)
+        images = [read_image(f) for f in image_files]
+    except InputError as e:
+        raise ConversionError(f"case {case}: {e}") from e
     values = np.unique(sitk.GetArrayViewFromImage(label))
     unexpected = sorted(set(values.tolist()) - set(allowed_labels))
     if unexpected:
         raise ConversionError(f"case {case}: label values {unexpected} in {label_file.name} are not in the "
                               f"expected set {sorted(allowed_labels)}")
-    for f in image_files:
-        image = sitk.ReadImage(str(f))
+    for f, image in zip(image_files, images):
         if image.GetDimension() != label.GetDimension() or image.GetSize() != label.GetSize():
             raise ConversionError(f"case {case}: image {f.name} has size {image.GetSize()} but the label "
                                   f"{label.GetSize()}")
@@ -112,18 +116,16 @@ def _write_dataset_json(out: Path, channels: Dict[str, str], labels: dict, num_t
 ACDC_LABELS = {"background": 0, "RV": 1, "MLV": 2, "LVC": 3}
 
 
-def patient_grouped_splits(cases_by_patient: Dict[str, List[str]], n_splits: int = 5, seed: int = 12345) -> list:
-    """nnU-Net's ``splits_final.json`` content ([{"train": [...], "val": [...]}] per fold) with every case of a patient
-    in the same fold: nnU-Net's own seeded KFold (nnunetv2 generate_crossval_split), over patients instead of cases.
-    Fewer than ``n_splits`` patients give one fold per patient; one patient gives no split."""
-    from sklearn.model_selection import KFold
-
-    patients = sorted(cases_by_patient)
-    if len(patients) < 2:
-        return []
-    folds = KFold(n_splits=min(n_splits, len(patients)), shuffle=True, random_state=seed).split(patients)
-    return [{"train": sorted(c for i in train for c in cases_by_patient[patients[i]]),
-             "val": sorted(c for i in val for c in cases_by_patient[patients[i]])} for train, val in folds]
+def acdc_labelled_frames(patient_folder: Path) -> Dict[str, int]:
+    """{"ED": frame, "ES": frame} from the patient's Info.cfg (the two labelled frames); {} without Info.cfg."""
+    info = patient_folder / "Info.cfg"
+    if not info.is_file():
+        return {}
+    values = dict(line.split(":", 1) for line in info.read_text().splitlines() if ":" in line)
+    try:
+        return {phase: int(values[phase]) for phase in ("ED", "ES") if phase in values}
+    except ValueError as e:
+        raise ConversionError(f"case {patient_folder.name}: {info} has a frame number that is not a number ({e})")
 
 
 def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int = 27) -> Path:
@@ -141,6 +143,15 @@ def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int 
     pairs: List[Tuple[str, Path, Path]] = []
     for patient in patients:
         labels = sorted(patient.glob(f"{patient.name}_frame*_gt.nii.gz"))
+        uncompressed = sorted(p.name for p in patient.glob("*_gt.nii"))
+        if uncompressed:
+            raise ConversionError(f"case {patient.name}: labels {uncompressed} are not .nii.gz and would be left out; "
+                                  f"compress them (gzip) as ACDC ships them")
+        for phase, frame in acdc_labelled_frames(patient).items():
+            expected = patient / f"{patient.name}_frame{frame:02d}_gt.nii.gz"
+            if expected not in labels:
+                raise ConversionError(f"case {patient.name}: Info.cfg names frame {frame} as {phase}, but {expected} "
+                                      f"is missing; restore it (the frame would be left out)")
         if not labels:
             raise ConversionError(f"case {patient.name}: no *_gt.nii.gz label in {patient}")
         for label in labels:
@@ -148,15 +159,12 @@ def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int 
             image = patient / f"{case}.nii.gz"
             _check_pair(case, [image], label, ACDC_LABELS.values())
             pairs.append((case, image, label))
-    cases_by_patient: Dict[str, List[str]] = {}
-    for case, _, _ in pairs:
-        cases_by_patient.setdefault(case.split("_frame")[0], []).append(case)
     with staged_dataset(raw_root, name) as out:
         for case, image, label in pairs:
             _copy_case([image], label, out, case)
         _write_dataset_json(out, {0: "cineMRI"}, ACDC_LABELS, len(pairs), dataset_name=name,
                             license="ACDC: research use, cite Bernard et al., IEEE TMI 2018")
-        splits = patient_grouped_splits(cases_by_patient)
+        splits = patient_grouped_splits(cases_by_patient([case for case, _, _ in pairs]))
         if splits:
             (out / "splits_final.json").write_text(json.dumps(splits, indent=2))
     return Path(raw_root) / name
@@ -188,7 +196,7 @@ def convert_msd(task_folder: PathLike, raw_root: PathLike, dataset_id: Optional[
     missing = [d for d in ("imagesTr", "labelsTr", "imagesTs") if not (src / d).is_dir()]
     if missing:
         raise ConversionError(f"{src} is not an MSD task folder: missing {missing}")
-    meta = json.loads(meta_file.read_text())
+    meta = read_json(meta_file)
     if not src.name.startswith("Task") or not src.name[4:6].isdigit():
         raise ConversionError(f"MSD task folders are named TaskXX_Name, got {src.name}")
     dataset_id = int(src.name[4:6]) if dataset_id is None else dataset_id

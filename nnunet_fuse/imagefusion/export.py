@@ -44,23 +44,6 @@ def sliding_window_fuse(fusion: Callable[[torch.Tensor], torch.Tensor], data: to
     return (fused / weight)[tuple(slice(0, s) for s in shape)]
 
 
-def case_files(input_folder: Path, file_ending: str, n_channels: int) -> dict:
-    """{case: [channel files]} of an nnU-Net input folder (CASE_XXXX<file_ending>); every case needs n_channels."""
-    from nnunetv2.utilities.utils import (create_lists_from_splitted_dataset_folder,
-                                          get_identifiers_from_splitted_dataset_folder)
-
-    identifiers = list(get_identifiers_from_splitted_dataset_folder(str(input_folder), file_ending))
-    if not identifiers:
-        raise ExportError(f"no CASE_XXXX{file_ending} files in {input_folder}")
-    lists = create_lists_from_splitted_dataset_folder(str(input_folder), file_ending, identifiers)
-    for case, files in zip(identifiers, lists):
-        if len(files) != n_channels:
-            raise ExportError(f"case {case} has {len(files)} channel file(s) in {input_folder}, the model was trained "
-                              f"on {n_channels}: give every case all {n_channels} (CASE_0000 ... "
-                              f"CASE_{n_channels - 1:04d}{file_ending})")
-    return dict(zip(identifiers, lists))
-
-
 def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fold: int,
                  checkpoint_name: str = "checkpoint_final.pth", device: torch.device = torch.device("cpu"),
                  log: Callable[[str], None] = print) -> List[Path]:
@@ -70,10 +53,14 @@ def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fo
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from nnunet_fuse.architectures import Fuse4SegNet
+    from nnunet_fuse.atomic_files import replaced_atomically
+    from nnunet_fuse.input_check import check_prediction_inputs
 
     if not (Path(model_folder) / f"fold_{fold}" / checkpoint_name).is_file():
         raise ExportError(f"no {checkpoint_name} in {Path(model_folder) / f'fold_{fold}'}; train that fold first "
                           f"(nnUNetv2_train ... -tr nnUNetTrainerFuse4Seg -p nnUNetFuse4SegPlans)")
+    configuration = Path(model_folder).name.split("__")[-1]
+    cases = check_prediction_inputs(model_folder, input_folder, configuration, [fold], checkpoint_name, output_folder)
     predictor = nnUNetPredictor(device=device, verbose=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model_folder), (fold,), checkpoint_name)
     network = predictor.network._orig_mod if hasattr(predictor.network, "_orig_mod") else predictor.network
@@ -84,13 +71,12 @@ def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fo
     network.to(device).eval()
     plans_manager, cm, dataset_json = predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
     file_ending = dataset_json["file_ending"]
-    cases = case_files(Path(input_folder), file_ending, network.input_channels)
     Path(output_folder).mkdir(parents=True, exist_ok=True)
     preprocessor = cm.preprocessor_class(verbose=False)
     written = []
     for i, (case, files) in enumerate(cases.items(), 1):
         log(f"[{i}/{len(cases)}] fusing {case}")
-        data, _, properties = preprocessor.run_case(files, None, plans_manager, cm, dataset_json)
+        data, _, properties = preprocessor.run_case([str(f) for f in files], None, plans_manager, cm, dataset_json)
         fused = sliding_window_fuse(network.fusion, torch.from_numpy(data).to(device), cm.patch_size)
         spacing_transposed = [properties["spacing"][j] for j in plans_manager.transpose_forward]
         shape_before_resampling = properties["shape_after_cropping_and_before_resampling"]
@@ -101,12 +87,13 @@ def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fo
         full = insert_crop_into_image(np.zeros(properties["shape_before_cropping"], dtype=np.float32),
                                       np.asarray(fused, dtype=np.float32), properties["bbox_used_for_cropping"])
         full = np.clip(full.transpose(plans_manager.transpose_backward), 0, 1)
-        reference = sitk.ReadImage(files[0])
+        reference = sitk.ReadImage(str(files[0]))
         if full.shape != sitk.GetArrayViewFromImage(reference).shape:
             raise ExportError(f"case {case}: fused image shape {full.shape} does not match {files[0]}")
         image = sitk.GetImageFromArray(full.astype(np.float32))
         image.CopyInformation(reference)
         target = Path(output_folder) / f"{case}{file_ending}"
-        sitk.WriteImage(image, str(target), useCompression=True)
+        with replaced_atomically(target) as temporary:
+            sitk.WriteImage(image, str(temporary), useCompression=True)
         written.append(target)
     return written

@@ -7,9 +7,11 @@ segmentation networks (FuseUNet at the paper's 1e-3 does not start learning in s
 nnU-Net's 1000 × 250 with each method's own lr (nnU-Net and HiFuse 1e-2, FuseUNet 1e-3). Fuse4Seg keeps its own
 settings (fusion pre-training for 5 % of the epochs).
 
-Each writes ``training_record.json`` beside its checkpoints when training ends: seconds spent in the training loop
+Each saves ``checkpoint_latest.pth`` after every epoch (nnU-Net: every 50th), atomically like all our checkpoints,
+so that ``reproduce`` continues an interrupted training from its last finished epoch, and writes
+``training_record.json`` beside its checkpoints when training ends: seconds spent in the training loop
 (this run; a resumed run counts from its restart), and peak memory (CUDA: max_memory_allocated; CPU: peak resident
-set size of the training process).
+set size of the training process), and the fold's validation cases.
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ import time
 from pathlib import Path
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_fuse.atomic_files import write_text_atomically
 from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
+from nnunet_fuse.training.checkpoints import SafeCheckpointTrainer
 from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg
 from nnunet_fuse.training.hifuse import nnUNetTrainerHiFuse
 from nnunet_fuse.training.fuseunet import nnUNetTrainerFuseUNet, nnUNetTrainerFuseUNet_lr1e2
@@ -37,6 +40,7 @@ class BudgetRecordMixin:
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = BUDGETS[self.budget]
+        self.save_every = 1  # checkpoint_latest.pth after every epoch: an interrupted run resumes losing one at most
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         """The smoke and check budgets mirror neither in augmentation nor at test time, so that validating whole
@@ -64,28 +68,29 @@ class BudgetRecordMixin:
                       "train_seconds": time.perf_counter() - self._train_start,
                       "epochs_this_run": self.current_epoch - self._start_epoch,
                       "peak_memory_mb": peak / 2 ** 20,
-                      "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS"}
-            (Path(self.output_folder) / RECORD_FILE).write_text(json.dumps(record, indent=2))
+                      "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",
+                      "validation_cases": sorted(self.do_split()[1])}  # reproduce checks the folds against it
+            write_text_atomically(Path(self.output_folder) / RECORD_FILE, json.dumps(record, indent=2))
         super().on_train_end()
 
 
-class nnUNetTrainer_smoke(BudgetRecordMixin, nnUNetTrainer):
+class nnUNetTrainer_smoke(BudgetRecordMixin, SafeCheckpointTrainer):
     budget = "smoke"
 
 
-class nnUNetTrainer_check(BudgetRecordMixin, nnUNetTrainer):
+class nnUNetTrainer_check(BudgetRecordMixin, SafeCheckpointTrainer):
     budget = "check"
 
 
-class nnUNetTrainer_small(BudgetRecordMixin, nnUNetTrainer):
+class nnUNetTrainer_small(BudgetRecordMixin, SafeCheckpointTrainer):
     budget = "small"
 
 
-class nnUNetTrainer_medium(BudgetRecordMixin, nnUNetTrainer):
+class nnUNetTrainer_medium(BudgetRecordMixin, SafeCheckpointTrainer):
     budget = "medium"
 
 
-class nnUNetTrainer_paper(BudgetRecordMixin, nnUNetTrainer):
+class nnUNetTrainer_paper(BudgetRecordMixin, SafeCheckpointTrainer):
     budget = "paper"
 
 

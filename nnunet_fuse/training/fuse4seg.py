@@ -6,8 +6,9 @@ the follower stepping nnU-Net's SGD (PolyLR) on the segmentation loss, the leade
 fused image first. During the first ``fusion_pretrain_epochs`` epochs the leader trains as an autoencoder instead
 (SSIM + MSE reconstruction of every modality + the base/detail decomposition loss); the follower trains throughout.
 Both optimisers, nnU-Net's GradScaler (CUDA; it scales the one backward of both) and the phase are saved in
-checkpoints and restored with ``--c``. Multi-GPU (``-num_gpus > 1``): the step averages both networks' gradients
-over the ranks (nnunet_fuse.training.distributed); nnU-Net's DDP wrapper serves validation and checkpoints.
+one checkpoint file, written atomically (nnunet_fuse.training.checkpoints), and restored with ``--c``. Multi-GPU
+(``-num_gpus > 1``): the step averages both networks' gradients over the ranks (nnunet_fuse.training.distributed);
+nnU-Net's DDP wrapper serves validation and checkpoints.
 """
 from __future__ import annotations
 
@@ -103,35 +104,37 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
             leader_losses = [loss for rank in gathered for loss in rank]
         self.print_to_log_file(f"fusion (leader) loss {np.mean(leader_losses):.4f}")
 
-    def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing:
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-            checkpoint["fusion_optimizer_state"] = self.fusion_optimizer.state_dict()
-            torch.save(checkpoint, filename)
+    def extra_checkpoint_state(self) -> dict:
+        return {"fusion_optimizer_state": self.fusion_optimizer.state_dict()}
 
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        if not isinstance(filename_or_checkpoint, str):
-            raise TypeError("nnUNetTrainerFuse4Seg.load_checkpoint takes a checkpoint file name")
-        checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
-        check_checkpoint_trainer(checkpoint, type(self).__name__, filename_or_checkpoint)
-        super().load_checkpoint(filename_or_checkpoint)
+    def check_checkpoint(self, checkpoint: dict, filename: str) -> None:
+        check_checkpoint_trainer(checkpoint, type(self).__name__, filename)
+
+    def restore_extra_checkpoint_state(self, checkpoint: dict) -> None:
         if checkpoint.get("fusion_optimizer_state") is not None:
             self.fusion_optimizer.load_state_dict(checkpoint["fusion_optimizer_state"])
 
 
-class nnUNetTrainerFuse4Seg_2x4(nnUNetTrainerFuse4Seg):
-    """Smoke-test schedule: 2 epochs × 4 iterations, the first epoch fusion pre-training, the second bi-level; no
-    mirroring (neither augmentation nor test-time), so that validating whole real volumes on a CPU stays quick."""
+class nnUNetTrainerFuse4Seg_4x25(nnUNetTrainerFuse4Seg):
+    """Integration-test schedule: 4 epochs × 25 iterations, the first fusion pre-training, then 75 bi-level
+    iterations (enough to segment the synthetic test data better than chance); no mirroring (neither augmentation
+    nor test-time), so that validating whole real volumes on a CPU stays quick."""
 
     fusion_pretrain_epochs = 1
+    schedule = (4, 25, 2)  # epochs, iterations per epoch, validation iterations per epoch
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 2, 4, 2
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = self.schedule
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, initial_patch_size, None
+
+
+class nnUNetTrainerFuse4Seg_2x4(nnUNetTrainerFuse4Seg_4x25):
+    """Smoke-test schedule: 2 epochs × 4 iterations, the first epoch fusion pre-training, the second bi-level."""
+
+    schedule = (2, 4, 2)

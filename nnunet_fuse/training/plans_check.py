@@ -12,6 +12,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_fuse.planning import load_overlay, variant_plans_name
+from nnunet_fuse.training.checkpoints import SafeCheckpointTrainer
 
 
 def check_plans_network(configuration_manager: ConfigurationManager, plans_name: str, trainer_name: str,
@@ -29,17 +30,18 @@ def check_plans_network(configuration_manager: ConfigurationManager, plans_name:
             f"`-p {variant_plans_name('nnUNetPlans', label)}`.")
 
 
-class MethodPlansTrainer(nnUNetTrainer):
-    """nnU-Net's trainer for the plans of ``plans_methods``: it refuses other plans when constructed and whenever its
-    network is built (nnUNetv2_predict builds it through the class, without a trainer)."""
+class MethodPlansTrainer(SafeCheckpointTrainer):
+    """nnU-Net's trainer (atomic checkpoints) for the plans of ``plans_methods``: it refuses other plans when
+    constructed and whenever its network is built (nnUNetv2_predict builds it through the class, without a trainer)."""
 
     plans_methods: Tuple[str, ...]  # every subclass names its methods (plans/<method>.json)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        plans_manager = PlansManager(plans)  # checked before nnU-Net's trainer creates its output folder and log
+        check_plans_network(plans_manager.get_configuration(configuration), plans_manager.plans_name,
+                            type(self).__name__, self.plans_methods)
         super().__init__(plans, configuration, fold, dataset_json, device)
-        check_plans_network(self.configuration_manager, self.plans_manager.plans_name, type(self).__name__,
-                            self.plans_methods)
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
