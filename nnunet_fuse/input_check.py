@@ -54,14 +54,16 @@ def read_image(path: PathLike) -> "SimpleITK.Image":
         raise InputError(f"missing file {path}")
     if path.stat().st_size == 0:
         raise InputError(f"{path} is empty (0 bytes); copy or export it again")
-    if path.name.endswith(NIFTI_ENDINGS):
-        check_nifti_data(path)
+    nifti = path.name.endswith(NIFTI_ENDINGS)
+    if nifti:
+        check_nifti_data(path)  # completeness and NaN/Inf from the file's own values
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise InputError(f"{path} cannot be read as an image ({reason})") from e
-    check_finite(sitk.GetArrayViewFromImage(image), path)
+    if not nifti:  # SimpleITK's NIfTI reader has turned NaN/Inf into 0 already: only other formats checked here
+        check_finite(sitk.GetArrayViewFromImage(image), path)
     return image
 
 
@@ -95,6 +97,7 @@ def check_case_folder(input_folder: PathLike, file_ending: str, n_channels: int,
     if not cases:
         raise InputError(f"no CASE_XXXX{file_ending} images in {folder}")
     expected = set(range(n_channels))
+    volumes = median_shape is not None and len(median_shape) == 3 and median_shape[0] > 1
     result = {}
     for case, channels in sorted(cases.items()):
         missing, extra = sorted(expected - set(channels)), sorted(set(channels) - expected)
@@ -111,7 +114,6 @@ def check_case_folder(input_folder: PathLike, file_ending: str, n_channels: int,
             size = image.GetSize()
             if image.GetDimension() > 3:
                 raise InputError(f"{f} is {image.GetDimension()}D; give one 3D file per channel")
-            volumes = median_shape is not None and len(median_shape) == 3 and median_shape[0] > 1
             if volumes and (image.GetDimension() < 3 or min(size) == 1):
                 raise InputError(f"{f} is a single 2D slice ({size}), but the model was trained on 3D volumes "
                                  f"(median shape {[int(s) for s in median_shape]}); give the whole volume")
