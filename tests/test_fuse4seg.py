@@ -65,7 +65,7 @@ def test_single_channel_dataset_is_refused(planned_dataset):
 def test_bilevel_training_prediction_and_resume(two_channel_dataset):
     workdir, env, raw = two_channel_dataset
     write_plans_variant(workdir / "nnUNet_preprocessed", MULTI_ID, "fuse4seg", configurations=["2d"])
-    trainer, plans = "nnUNetTrainerFuse4Seg_4x25", "nnUNetFuse4SegPlans"  # long enough to beat chance
+    trainer, plans = "nnUNetTrainerFuse4Seg_10x25", "nnUNetFuse4SegPlans"  # long enough to beat chance
     result = run([nnunet_command("nnUNetv2_train"), str(MULTI_ID), "2d", "0", "-tr", trainer, "-p", plans,
                   "-device", "cpu"], env)
     log = result.stdout

@@ -31,7 +31,7 @@ from nnunet_fuse.training.budget import (
     nnUNetTrainerHiFuse_medium,
     nnUNetTrainerHiFuse_paper,
 )
-from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg, nnUNetTrainerFuse4Seg_2x4, nnUNetTrainerFuse4Seg_4x25
+from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg, nnUNetTrainerFuse4Seg_2x4, nnUNetTrainerFuse4Seg_10x25
 from nnunet_fuse.training.hifuse import nnUNetTrainerHiFuse, nnUNetTrainerHiFuse_2x4
 
 __all__ = [
@@ -54,7 +54,7 @@ __all__ = [
     "nnUNetTrainerFuseUNet_paper",
     "nnUNetTrainerFuse4Seg",
     "nnUNetTrainerFuse4Seg_2x4",
-    "nnUNetTrainerFuse4Seg_4x25",
+    "nnUNetTrainerFuse4Seg_10x25",
     "nnUNetTrainerFuse4Seg_smoke",
     "nnUNetTrainerFuse4Seg_check",
     "nnUNetTrainerFuse4Seg_small",
