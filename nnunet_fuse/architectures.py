@@ -12,13 +12,11 @@ import torch
 from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
-from dynamic_network_architectures.building_blocks.residual import BasicBlockD, BottleneckD
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He, init_last_bn_before_add_to_0
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
-from torch.nn.modules.dropout import _DropoutNd
 
 from nnunet_fuse.hifuse.decoder import HFFSkipDecoder
 from nnunet_fuse.hifuse.encoder import HiFuseEncoder
@@ -46,11 +44,32 @@ def check_stage_arguments(n_stages: int, conv_op: Type[_ConvNd], **per_stage: Se
                                  f"use plans of matching dimensionality (2d configuration ↔ Conv2d, 3d ↔ Conv3d)")
 
 
-class _EncoderDecoder(AbstractDynamicNetworkArchitectures):
-    """Encoder + decoder. forward(x): x (B, C_in, *spatial) → logits (B, K, *spatial) or a DS list."""
+PER_STAGE_ARGUMENTS = ("kernel_sizes", "strides", "features_per_stage", "n_conv_per_stage", "n_blocks_per_stage")
 
-    encoder: nn.Module
-    decoder: nn.Module
+
+def build_encoder(encoder_class: Type[nn.Module], input_channels: int, encoder_kwargs: dict) -> nn.Module:
+    """``encoder_class(input_channels=…, **encoder_kwargs, return_skips=True)``, after check_stage_arguments.
+
+    encoder_kwargs: the plans' arch_kwargs that the encoder takes (n_stages, features_per_stage, conv_op, kernel_sizes,
+    strides, n_conv_per_stage or n_blocks_per_stage, conv_bias, norm/dropout/nonlin ops and kwargs, ...).
+    """
+    for required in ("n_stages", "conv_op"):
+        if required not in encoder_kwargs:
+            raise ValueError(f"the plans' arch_kwargs lack '{required}', which {encoder_class.__name__} needs")
+    check_stage_arguments(encoder_kwargs["n_stages"], encoder_kwargs["conv_op"],
+                          **{k: v for k, v in encoder_kwargs.items() if k in PER_STAGE_ARGUMENTS})
+    return encoder_class(input_channels=input_channels, **encoder_kwargs, return_skips=True)
+
+
+class _EncoderDecoder(AbstractDynamicNetworkArchitectures):
+    """Encoder + decoder, the one construction path of the networks below: each builds its encoder with
+    build_encoder and hands it with its decoder to this __init__.
+    forward(x): x (B, C_in, *spatial) → logits (B, K, *spatial) or a DS list."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
 
     def forward(self, x: torch.Tensor):
         expected = convert_conv_op_to_dim(self.encoder.conv_op) + 2
@@ -68,60 +87,39 @@ class _EncoderDecoder(AbstractDynamicNetworkArchitectures):
         return (self.encoder.compute_conv_feature_map_size(input_size)
                 + self.decoder.compute_conv_feature_map_size(input_size))
 
-
-class FuseUNet(_EncoderDecoder):
-    """nnU-Net's PlainConvEncoder + the FuseUNet multistep ODE decoder (arguments as PlainConvUNet's, minus the
-    decoder convs, plus ``state_channels``, ``max_order``, ``corrector``)."""
-
-    def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
-                 kernel_sizes: IntOrSeq, strides: IntOrSeq, n_conv_per_stage: IntOrSeq, num_classes: int,
-                 conv_bias: bool = False, norm_op: Union[None, Type[nn.Module]] = None, norm_op_kwargs: dict = None,
-                 dropout_op: Union[None, Type[_DropoutNd]] = None, dropout_op_kwargs: dict = None,
-                 nonlin: Union[None, Type[nn.Module]] = None, nonlin_kwargs: dict = None,
-                 deep_supervision: bool = False, nonlin_first: bool = False,
-                 state_channels: Union[int, None] = None, max_order: int = 4, corrector: bool = True):
-        super().__init__()
-        check_stage_arguments(n_stages, conv_op, kernel_sizes=kernel_sizes, strides=strides,
-                              features_per_stage=features_per_stage, n_conv_per_stage=n_conv_per_stage)
-        self.key_to_encoder = "encoder.stages"
-        self.key_to_stem = "encoder.stages.0"
-        self.keys_to_in_proj = ("encoder.stages.0.0.convs.0.all_modules.0", "encoder.stages.0.0.convs.0.conv")
-        self.encoder = PlainConvEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
-                                        n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
-                                        dropout_op_kwargs, nonlin, nonlin_kwargs, return_skips=True,
-                                        nonlin_first=nonlin_first)
-        self.decoder = FuseUNetDecoder(self.encoder, num_classes, deep_supervision, state_channels, max_order,
-                                       corrector)
-
     @staticmethod
     def initialize(module: nn.Module) -> None:
         InitWeights_He(1e-2)(module)
 
 
-class FuseResEncUNet(_EncoderDecoder):
-    """nnU-Net's ResidualEncoder (ResEnc M/L/XL plans) + the FuseUNet multistep ODE decoder."""
+class FuseUNet(_EncoderDecoder):
+    """nnU-Net's PlainConvEncoder + the FuseUNet multistep ODE decoder. Arguments: PlainConvUNet's (the encoder's go
+    through ``encoder_kwargs``) minus the decoder convs, plus ``state_channels``, ``max_order``, ``corrector``."""
 
-    def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
-                 kernel_sizes: IntOrSeq, strides: IntOrSeq, n_blocks_per_stage: IntOrSeq, num_classes: int,
-                 conv_bias: bool = False, norm_op: Union[None, Type[nn.Module]] = None, norm_op_kwargs: dict = None,
-                 dropout_op: Union[None, Type[_DropoutNd]] = None, dropout_op_kwargs: dict = None,
-                 nonlin: Union[None, Type[nn.Module]] = None, nonlin_kwargs: dict = None,
-                 deep_supervision: bool = False,
-                 block: Union[Type[BasicBlockD], Type[BottleneckD]] = BasicBlockD,
-                 bottleneck_channels: IntOrSeq = None, stem_channels: int = None,
-                 state_channels: Union[int, None] = None, max_order: int = 4, corrector: bool = True):
-        super().__init__()
-        check_stage_arguments(n_stages, conv_op, kernel_sizes=kernel_sizes, strides=strides,
-                              features_per_stage=features_per_stage, n_blocks_per_stage=n_blocks_per_stage)
+    def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False,
+                 state_channels: Union[int, None] = None, max_order: int = 4, corrector: bool = True,
+                 **encoder_kwargs):
+        encoder = build_encoder(PlainConvEncoder, input_channels, encoder_kwargs)
+        super().__init__(encoder, FuseUNetDecoder(encoder, num_classes, deep_supervision, state_channels, max_order,
+                                                  corrector))
+        self.key_to_encoder = "encoder.stages"
+        self.key_to_stem = "encoder.stages.0"
+        self.keys_to_in_proj = ("encoder.stages.0.0.convs.0.all_modules.0", "encoder.stages.0.0.convs.0.conv")
+
+
+class FuseResEncUNet(_EncoderDecoder):
+    """nnU-Net's ResidualEncoder (ResEnc M/L/XL plans) + the FuseUNet multistep ODE decoder. Arguments:
+    ResidualEncoderUNet's minus the decoder convs, plus ``state_channels``, ``max_order``, ``corrector``."""
+
+    def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False,
+                 state_channels: Union[int, None] = None, max_order: int = 4, corrector: bool = True,
+                 **encoder_kwargs):
+        encoder = build_encoder(ResidualEncoder, input_channels, {"disable_default_stem": False, **encoder_kwargs})
+        super().__init__(encoder, FuseUNetDecoder(encoder, num_classes, deep_supervision, state_channels, max_order,
+                                                  corrector))
         self.key_to_encoder = "encoder.stages"
         self.key_to_stem = "encoder.stem"
         self.keys_to_in_proj = ("encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0")
-        self.encoder = ResidualEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
-                                       n_blocks_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
-                                       dropout_op_kwargs, nonlin, nonlin_kwargs, block, bottleneck_channels,
-                                       return_skips=True, disable_default_stem=False, stem_channels=stem_channels)
-        self.decoder = FuseUNetDecoder(self.encoder, num_classes, deep_supervision, state_channels, max_order,
-                                       corrector)
 
     @staticmethod
     def initialize(module: nn.Module) -> None:
@@ -131,64 +129,32 @@ class FuseResEncUNet(_EncoderDecoder):
 
 class HiFuseUNet(_EncoderDecoder):
     """HiFuseEncoder (local CNN + global window attention, fused stage by stage by HFF blocks) + nnU-Net's UNetDecoder.
-    Arguments as PlainConvUNet's, plus ``global_stages`` (default: the deeper half), ``window_size`` (default 7 in 2D,
-    4 in 3D), ``head_channels`` (channels per attention head), ``skip_merge`` ("concat": nnU-Net's; "hff": HFF
-    blocks merge each skip with the upsampled features) and ``activation_checkpointing`` (the encoder's blocks are
-    recomputed in the backward instead of kept)."""
+    Arguments as PlainConvUNet's; the encoder also takes ``global_stages`` (default: the deeper half),
+    ``window_size`` (default 7 in 2D, 4 in 3D), ``head_channels`` (channels per attention head) and
+    ``activation_checkpointing`` (its blocks are recomputed in the backward instead of kept); ``skip_merge``:
+    "concat" (nnU-Net's) or "hff" (HFF blocks merge each skip with the upsampled features)."""
 
-    def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
-                 kernel_sizes: IntOrSeq, strides: IntOrSeq, n_conv_per_stage: IntOrSeq, num_classes: int,
-                 n_conv_per_stage_decoder: IntOrSeq, conv_bias: bool = False,
-                 norm_op: Union[None, Type[nn.Module]] = None, norm_op_kwargs: dict = None,
-                 dropout_op: Union[None, Type[_DropoutNd]] = None, dropout_op_kwargs: dict = None,
-                 nonlin: Union[None, Type[nn.Module]] = None, nonlin_kwargs: dict = None,
-                 deep_supervision: bool = False, nonlin_first: bool = False,
-                 global_stages: Sequence[int] = None, window_size: IntOrSeq = None, head_channels: int = 32,
-                 skip_merge: str = "concat", activation_checkpointing: bool = False):
-        super().__init__()
-        check_stage_arguments(n_stages, conv_op, kernel_sizes=kernel_sizes, strides=strides,
-                              features_per_stage=features_per_stage, n_conv_per_stage=n_conv_per_stage)
+    def __init__(self, input_channels: int, num_classes: int, n_conv_per_stage_decoder: IntOrSeq,
+                 deep_supervision: bool = False, nonlin_first: bool = False, skip_merge: str = "concat",
+                 **encoder_kwargs):
         if skip_merge not in ("concat", "hff"):
             raise ValueError(f"skip_merge must be 'concat' (nnU-Net's) or 'hff' (HFF blocks), got '{skip_merge}'")
-        self.encoder = HiFuseEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
-                                     n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
-                                     dropout_op_kwargs, nonlin, nonlin_kwargs, True, global_stages, window_size,
-                                     head_channels, activation_checkpointing=activation_checkpointing)
+        encoder = build_encoder(HiFuseEncoder, input_channels, encoder_kwargs)
         decoder = HFFSkipDecoder if skip_merge == "hff" else UNetDecoder
-        self.decoder = decoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
-                               nonlin_first=nonlin_first)
-
-    @staticmethod
-    def initialize(module: nn.Module) -> None:
-        InitWeights_He(1e-2)(module)
+        super().__init__(encoder, decoder(encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
+                                          nonlin_first=nonlin_first))
 
 
 class HiFuseFuseUNet(_EncoderDecoder):
     """HiFuseEncoder + the FuseUNet multistep ODE decoder (HiFuseUNet's arguments minus the decoder convs and
     ``skip_merge``, plus ``state_channels``, ``max_order``, ``corrector``)."""
 
-    def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
-                 kernel_sizes: IntOrSeq, strides: IntOrSeq, n_conv_per_stage: IntOrSeq, num_classes: int,
-                 conv_bias: bool = False, norm_op: Union[None, Type[nn.Module]] = None, norm_op_kwargs: dict = None,
-                 dropout_op: Union[None, Type[_DropoutNd]] = None, dropout_op_kwargs: dict = None,
-                 nonlin: Union[None, Type[nn.Module]] = None, nonlin_kwargs: dict = None,
-                 deep_supervision: bool = False, nonlin_first: bool = False,
-                 global_stages: Sequence[int] = None, window_size: IntOrSeq = None, head_channels: int = 32,
-                 activation_checkpointing: bool = False, state_channels: Union[int, None] = None, max_order: int = 4,
-                 corrector: bool = True):
-        super().__init__()
-        check_stage_arguments(n_stages, conv_op, kernel_sizes=kernel_sizes, strides=strides,
-                              features_per_stage=features_per_stage, n_conv_per_stage=n_conv_per_stage)
-        self.encoder = HiFuseEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
-                                     n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
-                                     dropout_op_kwargs, nonlin, nonlin_kwargs, True, global_stages, window_size,
-                                     head_channels, activation_checkpointing=activation_checkpointing)
-        self.decoder = FuseUNetDecoder(self.encoder, num_classes, deep_supervision, state_channels, max_order,
-                                       corrector)
-
-    @staticmethod
-    def initialize(module: nn.Module) -> None:
-        InitWeights_He(1e-2)(module)
+    def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False,
+                 nonlin_first: bool = False, state_channels: Union[int, None] = None, max_order: int = 4,
+                 corrector: bool = True, **encoder_kwargs):
+        encoder = build_encoder(HiFuseEncoder, input_channels, encoder_kwargs)
+        super().__init__(encoder, FuseUNetDecoder(encoder, num_classes, deep_supervision, state_channels, max_order,
+                                                  corrector))
 
 
 class Fuse4SegNet(nn.Module):
@@ -257,6 +223,9 @@ class Fuse4SegNet(nn.Module):
     def initialize(module: nn.Module) -> None:
         InitWeights_He(1e-2)(module)
         init_last_bn_before_add_to_0(module)
+
+
+NETWORK_CLASSES = (_EncoderDecoder, Fuse4SegNet)  # every network class that plans can name from this module
 
 
 def parameter_counts(network: nn.Module) -> dict:

@@ -1,4 +1,5 @@
-"""``nnunet-fuse``: plan, env, demo, profile, convert, reproduce, export-fused, check-inputs. nnU-Net's CLI
+"""``nnunet-fuse``: plan, env, version, demo, profile, convert, reproduce, export-fused, check-inputs,
+find-best-configuration. nnU-Net's CLI
 conventions; a mistake in the input ends with one ``error:`` line that names the file and says what to do (exit 2)."""
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def _export_fused(args: argparse.Namespace) -> int:
     if not _nnunet_folder("nnUNet_results") or not _nnunet_folder("nnUNet_preprocessed"):
         return 2
     os.environ["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
-    from nnunet_fuse.imagefusion.export import ExportError, export_fused
+    from nnunet_fuse.fused_export import ExportError, export_fused
 
     try:
         device = torch.device(_device(args.device))
@@ -125,6 +126,34 @@ def env_line(current: Optional[str] = None) -> str:
 
 def _env(args: argparse.Namespace) -> int:
     print(env_line(os.environ.get("nnUNet_extTrainer")))
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    from nnunet_fuse.compatibility import IncompatibleVersionError, installed_versions, model_versions
+
+    print(installed_versions())
+    for folder in args.model:
+        try:
+            for path, verdict in model_versions(folder):
+                print(f"{path}: {verdict}")
+        except IncompatibleVersionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _find_best_configuration(args: argparse.Namespace) -> int:
+    from nnunet_fuse.model_selection import find_best
+
+    if not _nnunet_folder("nnUNet_results") or not _nnunet_folder("nnUNet_preprocessed"):
+        return 2
+    os.environ["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
+    try:
+        find_best(args.d, args.m, args.f, not args.disable_ensembling, args.np)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -265,6 +294,24 @@ def build_parser() -> argparse.ArgumentParser:
     env = sub.add_parser("env", help="print the export line for nnUNet_extTrainer: eval \"$(nnunet-fuse env)\"")
     env.set_defaults(func=_env)
 
+    version = sub.add_parser("version", help="this plugin's version and what it runs on; with model folders, which "
+                                             "version wrote their plans and checkpoints and whether this one can use "
+                                             "them")
+    version.add_argument("model", nargs="*", help="trained model folders (nnUNet_results/DatasetXXX/TRAINER__PLANS__"
+                                                  "CONFIGURATION)")
+    version.set_defaults(func=_version)
+
+    best = sub.add_parser("find-best-configuration",
+                          help="nnU-Net's find_best_configuration over the trained models listed (our trainers and "
+                               "nnU-Net's side by side), with ensembles of each pair")
+    best.add_argument("-d", required=True, help="dataset ID or name")
+    best.add_argument("-m", nargs="+", required=True, metavar="TRAINER__PLANS__CONFIGURATION",
+                      help="trained models, named as their folders in nnUNet_results/DatasetXXX")
+    best.add_argument("-f", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4)")
+    best.add_argument("-np", type=int, default=1, help="processes for ensembling and evaluation (default 1)")
+    best.add_argument("--disable_ensembling", action="store_true", help="compare the models only")
+    best.set_defaults(func=_find_best_configuration)
+
     prof = sub.add_parser("profile", help="parameters, FLOPs, step time, memory, inference: nnU-Net vs FuseUNet "
                                           "vs encoder alone, side by side")
     prof.add_argument("-d", default=None, help="dataset ID or name (plans from nnUNet_preprocessed)")
@@ -341,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="synthetic data -> plan -> train -> predict -> Dice table + PNG")
     demo.add_argument("--workdir", default="nnunet_fuse_demo", help="output folder (default ./nnunet_fuse_demo)")
     demo.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
-    demo.add_argument("-tr", default="nnUNetTrainerFuseUNet_10x25", help="trainer (default: the 10×25 schedule)")
+    demo.add_argument("-tr", default="nnUNetTrainerFuseUNet_demo",
+                      help="trainer (default: the demo budget, 10 × 25 iterations)")
     demo.add_argument("--n-train", type=int, default=24)
     demo.add_argument("--n-test", type=int, default=6)
     demo.add_argument("--seed", type=int, default=0)

@@ -73,7 +73,7 @@ def prepare_workdir(workdir: Path, overwrite: bool) -> None:
     (workdir / DEMO_MARKER).write_text("created by nnunet-fuse demo; safe to delete\n")
 
 
-def run_demo(workdir: Path, device: str, trainer: str = "nnUNetTrainerFuseUNet_10x25", n_train: int = 24,
+def run_demo(workdir: Path, device: str, trainer: str = "nnUNetTrainerFuseUNet_demo", n_train: int = 24,
              n_test: int = 6, dataset_id: int = 990, configuration: str = "3d_fullres", seed: int = 0,
              overwrite: bool = False) -> dict:
     """Run the whole pipeline in workdir; return the results dict (also written to workdir/results.json)."""

@@ -16,7 +16,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from nnunet_fuse import __version__
 from nnunet_fuse.atomic_files import write_text_atomically
+from nnunet_fuse.compatibility import IncompatibleVersionError, check_written_by
 from nnunet_fuse.input_check import read_json
 from nnunet_fuse.resources import plans_overlays_folder
 
@@ -158,7 +160,7 @@ def make_plans_variant(base_plans: dict, overlay: dict, plans_name: str,
 
     plans["plans_name"] = plans_name
     plans[MARKER_KEY] = {"method": overlay["method"], "base_plans": base_plans.get("plans_name"),
-                         "trainer": overlay.get("trainer")}
+                         "trainer": overlay.get("trainer"), "version": __version__}
     return plans
 
 
@@ -329,8 +331,8 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
     ``keep_base_batch_and_patch`` (same-input comparisons); ``log`` gets a line per change.
 
     Returns {"path", "plans_name", "configurations", "trainer", "status", "notes"} where status is "written" or
-    "unchanged". Refuses to overwrite a file we did not write, or a different variant of ours unless
-    ``overwrite``.
+    "unchanged". Configurations are added to an existing variant of ours (``merged_variant``); refuses to touch a
+    file we did not write, and to change a configuration or variant of ours unless ``overwrite``.
     """
     overlay = load_overlay(method)
     folder = find_dataset_folder(preprocessed_root, dataset)
@@ -358,7 +360,8 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
         notes.append(f"left out {left_out}: {method} cannot train a cascade stage (it would fuse the previous "
                      f"stage's one-hot maps as if they were modalities)")
     if keep_base_batch_and_patch:
-        plans[MARKER_KEY]["memory_budget"] = "kept nnU-Net's batch and patch (--keep-base-batch-and-patch)"
+        plans[MARKER_KEY]["memory_budget"] = {name: "kept nnU-Net's batch and patch (--keep-base-batch-and-patch)"
+                                              for name in plans["configurations"]}
     else:
         fit_to_memory(plans, base_plans, overlay, read_json(folder / "dataset.json"), notes.append)
     for cfg in plans["configurations"].values():  # Fuse4Seg: the ranges of the data as preprocessed, where it is
@@ -369,21 +372,63 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
     for note in notes:
         log(note)
     target = folder / f"{plans_name}.json"
-    result = {"path": target, "plans_name": plans_name, "configurations": list(plans["configurations"]),
-              "trainer": overlay.get("trainer"), "status": "written", "notes": notes}
     if target.exists():
         existing = read_json(target)
         if MARKER_KEY not in existing:
             raise PlanningError(f"{target} exists and was not written by nnunet_fuse; refusing to overwrite it. "
                                 f"Choose another --plans-name.")
-        if existing == plans:
-            result["status"] = "unchanged"
-            return result
-        if not overwrite:
-            raise PlanningError(f"{target} exists with different content (trained models may depend on it); pass "
-                                f"--overwrite to replace it, or choose another --plans-name.")
+        plans = merged_variant(existing, plans, target, overwrite, log)
+    result = {"path": target, "plans_name": plans_name, "configurations": list(plans["configurations"]),
+              "trainer": overlay.get("trainer"), "status": "written", "notes": notes}
+    if target.exists() and _without_version(read_json(target)) == _without_version(plans):
+        result["status"] = "unchanged"
+        return result
     write_text_atomically(target, json.dumps(plans, indent=4, sort_keys=False))  # never a half-written plans file
     return result
+
+
+def _without_version(plans: dict) -> dict:
+    """The plans as compared for changes: which plugin version wrote them does not count."""
+    plans = copy.deepcopy(plans)
+    plans.get(MARKER_KEY, {}).pop("version", None)
+    return plans
+
+
+def merged_variant(existing: dict, new: dict, target: Path, overwrite: bool,
+                   log: Callable[[str], None] = print) -> dict:
+    """The plans to write where our variant ``existing`` is: its configurations with those of ``new`` added, so that
+    planning 2d and then 3d_fullres keeps both. A configuration that ``new`` changes, or a variant of another method
+    or base plans, is replaced only with ``overwrite`` (trained models may depend on it); otherwise PlanningError."""
+    try:
+        check_written_by(existing[MARKER_KEY].get("version"), str(target))
+    except IncompatibleVersionError as e:
+        raise PlanningError(f"{e} (or choose another --plans-name)") from e
+    shared = {key: value for key, value in new.items() if key not in ("configurations", MARKER_KEY)}
+    same_variant = (all(existing.get(key) == value for key, value in shared.items())
+                    and all(existing[MARKER_KEY].get(key) == new[MARKER_KEY][key] for key in ("method", "base_plans")))
+    if not same_variant:
+        if not overwrite:
+            raise PlanningError(f"{target} exists with different content (another method, other base plans, or base "
+                                f"plans planned again; trained models may depend on it); pass --overwrite to replace "
+                                f"it, or choose another --plans-name.")
+        return new
+    changed = [name for name, cfg in new["configurations"].items()
+               if name in existing["configurations"] and existing["configurations"][name] != cfg]
+    if changed and not overwrite:
+        raise PlanningError(f"{target} already holds configuration(s) {changed} with different content (trained "
+                            f"models may depend on them); pass --overwrite to replace them (its other configurations "
+                            f"are kept), or choose another --plans-name.")
+    merged = copy.deepcopy(existing)
+    merged["configurations"].update(copy.deepcopy(new["configurations"]))
+    budgets = existing[MARKER_KEY].get("memory_budget")
+    merged[MARKER_KEY] = copy.deepcopy(new[MARKER_KEY])
+    merged[MARKER_KEY]["memory_budget"] = {**(budgets if isinstance(budgets, dict) else {}),
+                                           **new[MARKER_KEY].get("memory_budget", {})}
+    added = [name for name in new["configurations"] if name not in existing["configurations"]]
+    kept = [name for name in existing["configurations"] if name not in new["configurations"]]
+    if added and kept:
+        log(f"added {added} to {target.name}; kept {kept}")
+    return merged
 
 
 def network_from_plans(plans: dict, dataset_json: dict, configuration: str, deep_supervision: bool = False):

@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 TINY_ID, ACDC_LIKE_ID = 961, 962
-TRAINER, PLANS, CONFIGURATION = "nnUNetTrainerFuseUNet_2x4", "nnUNetFuseUNetPlans", "3d_fullres"
+TRAINER, PLANS, CONFIGURATION = "nnUNetTrainerFuseUNet_smoke", "nnUNetFuseUNetPlans", "3d_fullres"
 
 
 @dataclass
@@ -425,7 +425,7 @@ CASES: List[Case] = [
     Case("predict-untrained-fold", "check-inputs", "-f 3 where only fold 0 was trained",
          lambda ws: ws.check_inputs(ws.good_scans("fold3"), fold="3"), "no checkpoint_final.pth for fold 3"),
     Case("predict-no-model", "check-inputs", "-tr of a trainer never trained",
-         lambda ws: ws.check_inputs(ws.good_scans("no_model"), trainer="nnUNetTrainerHiFuse_2x4"),
+         lambda ws: ws.check_inputs(ws.good_scans("no_model"), trainer="nnUNetTrainerHiFuse_smoke"),
          "no trained model at"),
     Case("predict-corrupt-checkpoint", "check-inputs", "checkpoint_final.pth cut short",
          lambda ws: ws.check_inputs(ws.good_scans("corrupt_ckpt"), trainer=_corrupt_model(ws, "nnUNetTrainerCopy")),

@@ -65,7 +65,7 @@ def test_single_channel_dataset_is_refused(planned_dataset):
 def test_bilevel_training_prediction_and_resume(two_channel_dataset):
     workdir, env, raw = two_channel_dataset
     write_plans_variant(workdir / "nnUNet_preprocessed", MULTI_ID, "fuse4seg", configurations=["2d"])
-    trainer, plans = "nnUNetTrainerFuse4Seg_10x25", "nnUNetFuse4SegPlans"  # long enough to beat chance
+    trainer, plans = "nnUNetTrainerFuse4Seg_demo", "nnUNetFuse4SegPlans"  # long enough to beat chance
     result = run([nnunet_command("nnUNetv2_train"), str(MULTI_ID), "2d", "0", "-tr", trainer, "-p", plans,
                   "-device", "cpu"], env)
     log = result.stdout
@@ -147,14 +147,14 @@ def test_interrupted_training_continues_from_its_last_epoch_with_both_optimisers
 
 
 def test_foreign_checkpoints_and_plans_are_refused(tmp_path):
-    check_checkpoint_trainer({"trainer_name": "nnUNetTrainerFuse4Seg_2x4"}, "nnUNetTrainerFuse4Seg", "c.pth")
+    check_checkpoint_trainer({"trainer_name": "nnUNetTrainerFuse4Seg_smoke"}, "nnUNetTrainerFuse4Seg", "c.pth")
     with pytest.raises(RuntimeError, match="written by nnUNetTrainerFuseUNet, not by a Fuse4Seg trainer"):
         check_checkpoint_trainer({"trainer_name": "nnUNetTrainerFuseUNet"}, "nnUNetTrainerFuse4Seg", "c.pth")
 
 
 def test_fuse4seg_trainer_refuses_other_plans(two_channel_dataset):
     _, env, _ = two_channel_dataset
-    result = run([nnunet_command("nnUNetv2_train"), str(MULTI_ID), "2d", "0", "-tr", "nnUNetTrainerFuse4Seg_2x4",
+    result = run([nnunet_command("nnUNetv2_train"), str(MULTI_ID), "2d", "0", "-tr", "nnUNetTrainerFuse4Seg_smoke",
                   "-p", "nnUNetPlans", "-device", "cpu"], env, check=False)
     assert result.returncode != 0
     assert "needs Fuse4Seg plans" in result.stderr and "--method fuse4seg" in result.stderr
@@ -194,7 +194,7 @@ def test_real_brats_cases_convert_train_predict_export(tmp_path):
     cfg["patch_size"], cfg["batch_size"] = [int(max(128, 2 * t)) for t in total_stride], 2
     plans["plans_name"] = "nnUNetFuse4SegPlansCPU"
     (folder / "nnUNetFuse4SegPlansCPU.json").write_text(json.dumps(plans, indent=2))
-    trainer, plans_name = "nnUNetTrainerFuse4Seg_2x4", "nnUNetFuse4SegPlansCPU"
+    trainer, plans_name = "nnUNetTrainerFuse4Seg_smoke", "nnUNetFuse4SegPlansCPU"
     run([nnunet_command("nnUNetv2_train"), "138", "2d", "0", "-tr", trainer, "-p", plans_name, "-device", "cpu"],
         env)
 

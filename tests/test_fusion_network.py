@@ -145,7 +145,7 @@ def test_fuse4seg_net_clear_errors():
 def test_dataset_ranges_make_the_rescale_independent_of_the_tiling():
     """With the dataset's per-channel ranges a voxel maps alike in every patch: the rescaled image blended from
     sliding-window tiles equals the whole image rescaled at once, for any tile step (per-patch percentiles do not)."""
-    from nnunet_fuse.imagefusion.export import sliding_window_fuse
+    from nnunet_fuse.fused_export import sliding_window_fuse
 
     torch.manual_seed(0)
     case = torch.randn(2, 40, 36) * torch.tensor([1.0, 3.0])[:, None, None] + torch.linspace(-1, 2, 36)

@@ -69,9 +69,12 @@ def test_hff_as_the_skip_merge_of_nnunets_decoder(dims):
 
     s = SETTINGS[dims]
     torch.manual_seed(0)
-    net = HiFuseUNet(2, 4, [8, 16, 32, 32], s["conv_op"], s["kernel_sizes"], s["strides"], 1, 3, 1, True,
-                     s["norm_op"], {"affine": True}, nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True},
-                     deep_supervision=True, window_size=s["window_size"], head_channels=8, skip_merge="hff")
+    kwargs = dict(input_channels=2, n_stages=4, features_per_stage=[8, 16, 32, 32], conv_op=s["conv_op"],
+                  kernel_sizes=s["kernel_sizes"], strides=s["strides"], n_conv_per_stage=1, num_classes=3,
+                  n_conv_per_stage_decoder=1)
+    net = HiFuseUNet(**kwargs, conv_bias=True, norm_op=s["norm_op"], norm_op_kwargs={"affine": True},
+                     nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True,
+                     window_size=s["window_size"], head_channels=8, skip_merge="hff")
     net.apply(HiFuseUNet.initialize)
     outputs = net(torch.randn(2, 2, *s["input_size"]))
     sizes = [list(s["input_size"])]
@@ -82,5 +85,4 @@ def test_hff_as_the_skip_merge_of_nnunets_decoder(dims):
     assert [n for n, p in net.named_parameters() if p.grad is None] == []
     assert len(net.decoder.merges) == 3
     with pytest.raises(ValueError, match="skip_merge must be"):
-        HiFuseUNet(2, 4, [8, 16, 32, 32], s["conv_op"], s["kernel_sizes"], s["strides"], 1, 3, 1,
-                   skip_merge="sum")
+        HiFuseUNet(**kwargs, skip_merge="sum")

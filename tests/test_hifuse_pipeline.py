@@ -48,18 +48,18 @@ def test_plan_train_predict_2d_and_3d_through_nnunet(planned_dataset):
         planned = run([str(BIN / "nnunet-fuse"), "plan", "-d", str(TINY_ID), "--method", method, "-c",
                        configuration], env)
         assert f"{configuration}: global attention only at stages" in planned.stdout
-        run([nnunet_command("nnUNetv2_train"), str(TINY_ID), configuration, "0", "-tr", "nnUNetTrainerHiFuse_2x4",
+        run([nnunet_command("nnUNetv2_train"), str(TINY_ID), configuration, "0", "-tr", "nnUNetTrainerHiFuse_smoke",
              "-p", plans, "-device", "cpu"], env)
         out = workdir / f"hifuse_predictions_{configuration}"
         run([nnunet_command("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(TINY_ID),
-             "-c", configuration, "-f", "0", "-tr", "nnUNetTrainerHiFuse_2x4", "-p", plans, "-device", "cpu",
+             "-c", configuration, "-f", "0", "-tr", "nnUNetTrainerHiFuse_smoke", "-p", plans, "-device", "cpu",
              "--disable_tta", "-npp", "1", "-nps", "1"], env)
         for label_file in sorted((raw / "labelsTs").glob("*.nii.gz")):
             prediction = sitk.ReadImage(str(out / label_file.name))
             assert prediction.GetSize() == sitk.ReadImage(str(label_file)).GetSize()
             assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2, 3}
         assert_beats_chance(out, raw / "labelsTs")
-    refused = run([nnunet_command("nnUNetv2_train"), str(TINY_ID), "2d", "0", "-tr", "nnUNetTrainerHiFuse_2x4",
+    refused = run([nnunet_command("nnUNetv2_train"), str(TINY_ID), "2d", "0", "-tr", "nnUNetTrainerHiFuse_smoke",
                    "-p", "nnUNetPlans", "-device", "cpu"], env, check=False)
     assert refused.returncode != 0 and "needs HiFuse plans" in refused.stderr and "--method hifuse" in refused.stderr
 

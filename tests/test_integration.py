@@ -53,11 +53,11 @@ def test_plan_train_predict_through_nnunet_commands(planned_dataset):
     assert plans["plans_name"] == "nnUNetFuseUNetPlans"
 
     # 3D, no deep supervision (the paper's setting)
-    checkpoint = train_and_predict(workdir, env, raw, "3d_fullres", "nnUNetTrainerFuseUNet_2x4",
+    checkpoint = train_and_predict(workdir, env, raw, "3d_fullres", "nnUNetTrainerFuseUNet_demo",
                                    "nnUNetFuseUNetPlans", "pred_3d")
     assert any(k.startswith("decoder.projections.") for k in checkpoint["network_weights"])
     # 2D with deep supervision through nnU-Net's deep-supervision loss
-    train_and_predict(workdir, env, raw, "2d", "nnUNetTrainerFuseUNetDS_2x4", "nnUNetFuseUNetPlans", "pred_2d")
+    train_and_predict(workdir, env, raw, "2d", "nnUNetTrainerFuseUNetDS_demo", "nnUNetFuseUNetPlans", "pred_2d")
 
 
 def test_resenc_base_plans_train_and_predict(planned_dataset):
@@ -65,20 +65,25 @@ def test_resenc_base_plans_train_and_predict(planned_dataset):
     env = user_env(env)
     result = run(f"nnunet-fuse plan -d {TINY_ID} --method fuseunet --base-plans nnUNetResEncUNetMPlans -c 2d", env)
     assert "nnUNetFuseUNetResEncUNetMPlans" in result.stdout
-    # ResEnc M plans reuse nnUNetPlans' preprocessed data (same data_identifier); 2d is preprocessed already
-    checkpoint = train_and_predict(workdir, env, raw, "2d", "nnUNetTrainerFuseUNet_2x4",
-                                   "nnUNetFuseUNetResEncUNetMPlans", "pred_resenc")
+    # ResEnc M plans reuse nnUNetPlans' preprocessed data (same data_identifier); 2d is preprocessed already. Their
+    # 2d batch here is 160 slices of 32 × 32: trained as nnUNetPlans' batch of 8, so that 250 iterations take a minute
+    folder = next((workdir / "nnUNet_preprocessed").glob(f"Dataset{TINY_ID}_*"))
+    plans = json.loads((folder / "nnUNetFuseUNetResEncUNetMPlans.json").read_text())
+    plans["configurations"]["2d"]["batch_size"], plans["plans_name"] = 8, "nnUNetFuseUNetResEncUNetMPlansBatch8"
+    (folder / "nnUNetFuseUNetResEncUNetMPlansBatch8.json").write_text(json.dumps(plans))
+    checkpoint = train_and_predict(workdir, env, raw, "2d", "nnUNetTrainerFuseUNet_demo",
+                                   "nnUNetFuseUNetResEncUNetMPlansBatch8", "pred_resenc")
     assert any(k.startswith("encoder.stem.") for k in checkpoint["network_weights"])
 
 
 def test_trainer_refuses_plans_of_another_network(planned_dataset):
     workdir, env, _ = planned_dataset
-    result = run(f"nnUNetv2_train {TINY_ID} 2d 0 -tr nnUNetTrainerFuseUNet_2x4 -p nnUNetPlans -device cpu",
+    result = run(f"nnUNetv2_train {TINY_ID} 2d 0 -tr nnUNetTrainerFuseUNet_smoke -p nnUNetPlans -device cpu",
                  env, check=False)
     assert result.returncode != 0
     assert "needs FuseUNet plans" in result.stderr and "nnunet-fuse plan -d" in result.stderr
     fold = next((workdir / "nnUNet_results").glob(f"Dataset{TINY_ID}_*")) / \
-        "nnUNetTrainerFuseUNet_2x4__nnUNetPlans__2d" / "fold_0"
+        "nnUNetTrainerFuseUNet_smoke__nnUNetPlans__2d" / "fold_0"
     assert not list(fold.glob("checkpoint_*.pth"))
 
 

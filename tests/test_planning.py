@@ -6,6 +6,7 @@ import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_fuse import __version__
 from nnunet_fuse.architectures import FuseResEncUNet, FuseUNet
 from nnunet_fuse.planning import (
     PlanningError,
@@ -66,14 +67,30 @@ def test_configuration_subset_and_rewrite_rules(planned_dataset):
     assert "n_conv_per_stage_decoder" not in kwargs
     assert kwargs["max_order"] == 4 and kwargs["corrector"] is True and kwargs["state_channels"] is None
     assert plans["nnunet_fuse"]["method"] == "fuseunet"
-    # same call again: nothing changes; a different variant under the same name needs --overwrite
+    assert plans["nnunet_fuse"]["version"] == __version__
+    # same call again: nothing changes; another configuration is added beside the first
     again = write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "fuseunet", configurations=["2d"],
                                 plans_name="test_subset")
     assert again["status"] == "unchanged"
-    with pytest.raises(PlanningError, match="--overwrite"):
-        write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "fuseunet", configurations=["3d_fullres"],
+    lines = []
+    added = write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "fuseunet", configurations=["3d_fullres"],
+                                plans_name="test_subset", log=lines.append)
+    both = json.loads(added["path"].read_text())
+    assert list(both["configurations"]) == ["2d", "3d_fullres"] == added["configurations"]
+    assert both["configurations"]["2d"] == plans["configurations"]["2d"]
+    assert set(both["nnunet_fuse"]["memory_budget"]) == {"2d", "3d_fullres"}
+    assert lines == ["added ['3d_fullres'] to test_subset.json; kept ['2d']"]
+    # a configuration the file holds otherwise (written with other settings), or another method: --overwrite only
+    both["configurations"]["2d"]["batch_size"] += 1
+    added["path"].write_text(json.dumps(both))
+    with pytest.raises(PlanningError, match=r"already holds configuration\(s\) \['2d'\].*--overwrite"):
+        write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "fuseunet", configurations=["2d"],
                             plans_name="test_subset")
-    replaced = write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "fuseunet",
+    with pytest.raises(PlanningError, match="another method.*--overwrite"):
+        write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "hifuse", configurations=["2d"],
+                            plans_name="test_subset")
+    assert json.loads(added["path"].read_text()) == both
+    replaced = write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "hifuse",
                                    configurations=["3d_fullres"], plans_name="test_subset", overwrite=True)
     assert list(json.loads(replaced["path"].read_text())["configurations"]) == ["3d_fullres"]
 
@@ -111,3 +128,20 @@ def test_errors_are_clear_and_write_nothing(planned_dataset, tmp_path):
     with pytest.raises(PlanningError, match="must differ"):
         write_plans_variant(pre, TINY_ID, "fuseunet", plans_name="nnUNetPlans")
     assert sorted(p.name for p in preprocessed_folder(workdir).iterdir()) == before
+
+
+def test_plugin_versions_decide_what_loads(tmp_path):
+    from nnunet_fuse.compatibility import IncompatibleVersionError, check_written_by
+    from nnunet_fuse.training.checkpoints import read_checkpoint
+
+    check_written_by(__version__, "x")
+    check_written_by(None, "x")  # 0.1.x recorded no version; it is read as 0.1.0
+    with pytest.raises(IncompatibleVersionError, match=r"plans P was written by nnunet_fuse 9\.0\.0, newer .* "
+                                                        r"pip install 'nnunet_fuse>=9\.0'"):
+        check_written_by("9.0.0", "plans P")
+    with pytest.raises(IncompatibleVersionError, match=r"0\.0\.3; the installed .* nnunet_fuse==0\.0\.3"):
+        check_written_by("0.0.3", "plans P")
+    checkpoint = tmp_path / "checkpoint_latest.pth"
+    torch.save({"network_weights": {}, "nnunet_fuse_version": "0.99.0"}, checkpoint)
+    with pytest.raises(IncompatibleVersionError, match=f"checkpoint {checkpoint} was written by nnunet_fuse 0.99.0"):
+        read_checkpoint(checkpoint)

@@ -34,7 +34,7 @@ def test_fuseunet_learns_hippocampus_in_250_iterations(tmp_path):
          "--verify_dataset_integrity"], env)
     run([nnunet_command("nnunet-fuse"), "plan", "-d", str(DATASET_ID), "--method", "fuseunet", "-c", "3d_fullres"],
         env)
-    trainer = ["-tr", "nnUNetTrainerFuseUNet_10x25", "-p", "nnUNetFuseUNetPlans"]
+    trainer = ["-tr", "nnUNetTrainerFuseUNet_demo", "-p", "nnUNetFuseUNetPlans"]
     run([nnunet_command("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", *trainer, "-device", "cpu"], env)
     predictions = tmp_path / "predictions"
     run([nnunet_command("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d",

@@ -18,8 +18,10 @@ class HiFuseClassifier(nn.Module):
                  global_stages: Sequence[int] = None, head_channels: int = 32):
         super().__init__()
         n_stages = len(features_per_stage)
-        self.encoder = HiFuseEncoder(input_channels, n_stages, list(features_per_stage), nn.Conv2d, 3,
-                                     [[s, s] for s in strides], blocks_per_stage, conv_bias=True,
+        self.encoder = HiFuseEncoder(input_channels=input_channels, n_stages=n_stages,
+                                     features_per_stage=list(features_per_stage), conv_op=nn.Conv2d, kernel_sizes=3,
+                                     strides=[[s, s] for s in strides], n_conv_per_stage=blocks_per_stage,
+                                     conv_bias=True,
                                      norm_op=nn.InstanceNorm2d, norm_op_kwargs={"affine": True}, nonlin=nn.GELU,
                                      return_skips=False, global_stages=global_stages, window_size=window_size,
                                      head_channels=head_channels)

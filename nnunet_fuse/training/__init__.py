@@ -1,70 +1,17 @@
-"""nnU-Net trainer classes of nnunet_fuse (the real code; ``trainers/`` only re-exports them for nnU-Net)."""
+"""nnU-Net trainer classes of nnunet_fuse (the real code; ``trainers/`` only re-exports them for nnU-Net).
 
-from nnunet_fuse.training.fuseunet import (
-    nnUNetTrainerFuseUNet,
-    nnUNetTrainerFuseUNetDS,
-    nnUNetTrainerFuseUNet_lr1e2,
-    nnUNetTrainerFuseUNet_10x25,
-    nnUNetTrainerFuseUNet_4x25,
-    nnUNetTrainerFuseUNet_2x4,
-    nnUNetTrainerFuseUNetDS_2x4,
-)
-from nnunet_fuse.training.budget import (
-    nnUNetTrainer_smoke,
-    nnUNetTrainer_check,
-    nnUNetTrainer_small,
-    nnUNetTrainer_medium,
-    nnUNetTrainer_paper,
-    nnUNetTrainerFuseUNet_smoke,
-    nnUNetTrainerFuseUNet_check,
-    nnUNetTrainerFuseUNet_small,
-    nnUNetTrainerFuseUNet_medium,
-    nnUNetTrainerFuseUNet_paper,
-    nnUNetTrainerFuse4Seg_smoke,
-    nnUNetTrainerFuse4Seg_check,
-    nnUNetTrainerFuse4Seg_small,
-    nnUNetTrainerFuse4Seg_medium,
-    nnUNetTrainerFuse4Seg_paper,
-    nnUNetTrainerHiFuse_smoke,
-    nnUNetTrainerHiFuse_check,
-    nnUNetTrainerHiFuse_small,
-    nnUNetTrainerHiFuse_medium,
-    nnUNetTrainerHiFuse_paper,
-)
-from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg, nnUNetTrainerFuse4Seg_2x4, nnUNetTrainerFuse4Seg_10x25
-from nnunet_fuse.training.hifuse import nnUNetTrainerHiFuse, nnUNetTrainerHiFuse_2x4
+Per method one trainer with its paper's schedule (nnUNetTrainerFuseUNet, nnUNetTrainerFuseUNetDS,
+nnUNetTrainerFuse4Seg, nnUNetTrainerHiFuse) and one per named budget, nnUNetTrainer<method>_<budget>
+(training/budget.py; budgets in nnunet_fuse.budgets), nnU-Net's own network included (nnUNetTrainer_<budget>).
+"""
+from nnunet_fuse.training.budget import BUDGET_TRAINERS
+from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg
+from nnunet_fuse.training.fuseunet import nnUNetTrainerFuseUNet, nnUNetTrainerFuseUNetDS
+from nnunet_fuse.training.hifuse import nnUNetTrainerHiFuse
+from nnunet_fuse.training.pretrained import install as _route_pretrained_weights
 
-__all__ = [
-    "nnUNetTrainerFuseUNet",
-    "nnUNetTrainerFuseUNetDS",
-    "nnUNetTrainerFuseUNet_lr1e2",
-    "nnUNetTrainerFuseUNet_10x25",
-    "nnUNetTrainerFuseUNet_4x25",
-    "nnUNetTrainerFuseUNet_2x4",
-    "nnUNetTrainerFuseUNetDS_2x4",
-    "nnUNetTrainer_smoke",
-    "nnUNetTrainer_check",
-    "nnUNetTrainer_small",
-    "nnUNetTrainer_medium",
-    "nnUNetTrainer_paper",
-    "nnUNetTrainerFuseUNet_smoke",
-    "nnUNetTrainerFuseUNet_check",
-    "nnUNetTrainerFuseUNet_small",
-    "nnUNetTrainerFuseUNet_medium",
-    "nnUNetTrainerFuseUNet_paper",
-    "nnUNetTrainerFuse4Seg",
-    "nnUNetTrainerFuse4Seg_2x4",
-    "nnUNetTrainerFuse4Seg_10x25",
-    "nnUNetTrainerFuse4Seg_smoke",
-    "nnUNetTrainerFuse4Seg_check",
-    "nnUNetTrainerFuse4Seg_small",
-    "nnUNetTrainerFuse4Seg_medium",
-    "nnUNetTrainerFuse4Seg_paper",
-    "nnUNetTrainerHiFuse",
-    "nnUNetTrainerHiFuse_2x4",
-    "nnUNetTrainerHiFuse_smoke",
-    "nnUNetTrainerHiFuse_check",
-    "nnUNetTrainerHiFuse_small",
-    "nnUNetTrainerHiFuse_medium",
-    "nnUNetTrainerHiFuse_paper",
-]
+globals().update(BUDGET_TRAINERS)
+_route_pretrained_weights()  # nnUNetv2_train -pretrained_weights with our networks (see training/pretrained.py)
+
+__all__ = ["nnUNetTrainerFuseUNet", "nnUNetTrainerFuseUNetDS", "nnUNetTrainerFuse4Seg", "nnUNetTrainerHiFuse",
+           *BUDGET_TRAINERS]

@@ -1,11 +1,11 @@
-"""Same-budget trainers for ``nnunet-fuse reproduce``: every method trains on one named schedule.
+"""The budget trainers: every method on every schedule of nnunet_fuse.budgets, one class each, named
+``nnUNetTrainer<method>_<budget>`` (nnUNetTrainer_small, nnUNetTrainerFuseUNet_demo, nnUNetTrainerFuse4Seg_smoke,
+nnUNetTrainerHiFuse_paper, ...), so that ``reproduce``, the demo, the tests and users train every method on one named
+schedule.
 
-``nnUNetTrainer_<budget>`` (nnU-Net's own network), ``nnUNetTrainerFuseUNet_<budget>``,
-``nnUNetTrainerFuse4Seg_<budget>`` and ``nnUNetTrainerHiFuse_<budget>`` share the schedule BUDGETS[budget] =
-(epochs, iterations per epoch, validation iterations per epoch). Short budgets use nnU-Net's lr 1e-2 for the
-segmentation networks (FuseUNet at the paper's 1e-3 does not start learning in short schedules); ``paper`` is
-nnU-Net's 1000 × 250 with each method's own lr (nnU-Net and HiFuse 1e-2, FuseUNet 1e-3). Fuse4Seg keeps its own
-settings (fusion pre-training for 5 % of the epochs).
+Every budget but ``paper`` trains at nnU-Net's lr 1e-2 (FuseUNet at the paper's 1e-3 does not start learning in
+short schedules); ``paper`` is nnU-Net's 1000 × 250 with each method's own lr (nnU-Net and HiFuse 1e-2, FuseUNet
+1e-3). Fuse4Seg keeps its own settings (fusion pre-training for 5 % of the epochs, at least one).
 
 Each saves ``checkpoint_latest.pth`` after every epoch (nnU-Net: every 50th), atomically like all our checkpoints,
 so that ``reproduce`` continues an interrupted training from its last finished epoch, and writes
@@ -20,15 +20,21 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Dict
 
 import torch
 
 from nnunet_fuse.atomic_files import write_text_atomically
-from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
+from nnunet_fuse.budgets import BUDGETS, METHOD_INFIXES, NO_MIRRORING_BUDGETS, RECORD_FILE, budget_trainer_name
 from nnunet_fuse.training.checkpoints import SafeCheckpointTrainer
 from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg
+from nnunet_fuse.training.fuseunet import nnUNetTrainerFuseUNet, nnUNetTrainerFuseUNetDS
 from nnunet_fuse.training.hifuse import nnUNetTrainerHiFuse
-from nnunet_fuse.training.fuseunet import nnUNetTrainerFuseUNet, nnUNetTrainerFuseUNet_lr1e2
+
+METHOD_TRAINERS = {"": SafeCheckpointTrainer, "FuseUNet": nnUNetTrainerFuseUNet,
+                   "FuseUNetDS": nnUNetTrainerFuseUNetDS, "Fuse4Seg": nnUNetTrainerFuse4Seg,
+                   "HiFuse": nnUNetTrainerHiFuse}
+assert set(METHOD_TRAINERS) == set(METHOD_INFIXES)
 
 
 class BudgetRecordMixin:
@@ -40,14 +46,16 @@ class BudgetRecordMixin:
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = BUDGETS[self.budget]
+        if self.budget != "paper":
+            self.initial_lr = 1e-2
         self.save_every = 1  # checkpoint_latest.pth after every epoch: an interrupted run resumes losing one at most
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        """The smoke and check budgets mirror neither in augmentation nor at test time, so that validating whole
+        """The NO_MIRRORING_BUDGETS mirror neither in augmentation nor at test time, so that validating whole
         full-size volumes on a CPU stays quick; the others keep nnU-Net's mirroring."""
         rotation, dummy_2d, initial_patch_size, mirror_axes = \
             super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        if self.budget in ("smoke", "check"):
+        if self.budget in NO_MIRRORING_BUDGETS:
             self.inference_allowed_mirroring_axes = mirror_axes = None
         return rotation, dummy_2d, initial_patch_size, mirror_axes
 
@@ -74,81 +82,15 @@ class BudgetRecordMixin:
         super().on_train_end()
 
 
-class nnUNetTrainer_smoke(BudgetRecordMixin, SafeCheckpointTrainer):
-    budget = "smoke"
+def _budget_trainer(method_infix: str, budget: str) -> type:
+    name = budget_trainer_name(method_infix, budget)
+    base = METHOD_TRAINERS[method_infix]
+    epochs, iterations, _ = BUDGETS[budget]
+    return type(name, (BudgetRecordMixin, base), {
+        "budget": budget, "__module__": __name__, "__qualname__": name,
+        "__doc__": f"{METHOD_INFIXES[method_infix]}: {epochs} epochs × {iterations} iterations ('{budget}')."})
 
 
-class nnUNetTrainer_check(BudgetRecordMixin, SafeCheckpointTrainer):
-    budget = "check"
-
-
-class nnUNetTrainer_small(BudgetRecordMixin, SafeCheckpointTrainer):
-    budget = "small"
-
-
-class nnUNetTrainer_medium(BudgetRecordMixin, SafeCheckpointTrainer):
-    budget = "medium"
-
-
-class nnUNetTrainer_paper(BudgetRecordMixin, SafeCheckpointTrainer):
-    budget = "paper"
-
-
-class nnUNetTrainerFuseUNet_smoke(BudgetRecordMixin, nnUNetTrainerFuseUNet_lr1e2):
-    budget = "smoke"
-
-
-class nnUNetTrainerFuseUNet_check(BudgetRecordMixin, nnUNetTrainerFuseUNet_lr1e2):
-    budget = "check"
-
-
-class nnUNetTrainerFuseUNet_small(BudgetRecordMixin, nnUNetTrainerFuseUNet_lr1e2):
-    budget = "small"
-
-
-class nnUNetTrainerFuseUNet_medium(BudgetRecordMixin, nnUNetTrainerFuseUNet_lr1e2):
-    budget = "medium"
-
-
-class nnUNetTrainerFuseUNet_paper(BudgetRecordMixin, nnUNetTrainerFuseUNet):
-    budget = "paper"
-
-
-class nnUNetTrainerFuse4Seg_smoke(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
-    budget = "smoke"
-
-
-class nnUNetTrainerFuse4Seg_check(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
-    budget = "check"
-
-
-class nnUNetTrainerFuse4Seg_small(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
-    budget = "small"
-
-
-class nnUNetTrainerFuse4Seg_medium(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
-    budget = "medium"
-
-
-class nnUNetTrainerFuse4Seg_paper(BudgetRecordMixin, nnUNetTrainerFuse4Seg):
-    budget = "paper"
-
-
-class nnUNetTrainerHiFuse_smoke(BudgetRecordMixin, nnUNetTrainerHiFuse):
-    budget = "smoke"
-
-
-class nnUNetTrainerHiFuse_check(BudgetRecordMixin, nnUNetTrainerHiFuse):
-    budget = "check"
-
-
-class nnUNetTrainerHiFuse_small(BudgetRecordMixin, nnUNetTrainerHiFuse):
-    budget = "small"
-
-
-class nnUNetTrainerHiFuse_medium(BudgetRecordMixin, nnUNetTrainerHiFuse):
-    budget = "medium"
-
-
-class nnUNetTrainerHiFuse_paper(BudgetRecordMixin, nnUNetTrainerHiFuse):
-    budget = "paper"
+BUDGET_TRAINERS: Dict[str, type] = {budget_trainer_name(m, b): _budget_trainer(m, b)
+                                    for m in METHOD_TRAINERS for b in BUDGETS}
+globals().update(BUDGET_TRAINERS)  # importable (and picklable) as nnunet_fuse.training.budget.<name>

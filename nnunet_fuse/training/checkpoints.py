@@ -15,11 +15,14 @@ from typing import Union
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_fuse import __version__
 from nnunet_fuse.atomic_files import replaced_atomically
+from nnunet_fuse.compatibility import CHECKPOINT_VERSION_KEY, check_written_by
 
 
 def read_checkpoint(filename: Union[str, Path]) -> dict:
-    """torch.load of a checkpoint, or RuntimeError naming the file when it is truncated, corrupt or not one."""
+    """torch.load of a checkpoint, or RuntimeError naming the file when it is truncated, corrupt or not one, or
+    IncompatibleVersionError when an nnunet_fuse version this one cannot read wrote it."""
     try:
         checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
     except Exception as e:  # pickle, zip and EOF errors all mean the same to the user
@@ -29,11 +32,13 @@ def read_checkpoint(filename: Union[str, Path]) -> dict:
             f"(checkpoint_latest.pth, checkpoint_best.pth), or starts anew when none is left.") from e
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise RuntimeError(f"{filename} is not an nnU-Net training checkpoint (no 'network_weights')")
+    check_written_by(checkpoint.get(CHECKPOINT_VERSION_KEY), f"checkpoint {filename}")
     return checkpoint
 
 
 class SafeCheckpointTrainer(nnUNetTrainer):
-    """nnU-Net's trainer with atomic checkpoints. Subclasses add their own state through the three hooks."""
+    """nnU-Net's trainer with atomic checkpoints that record the plugin version. Subclasses add their own state
+    through the three hooks."""
 
     def extra_checkpoint_state(self) -> dict:
         """Entries added to every checkpoint (default none)."""
@@ -55,8 +60,8 @@ class SafeCheckpointTrainer(nnUNetTrainer):
     def save_checkpoint(self, filename: str) -> None:
         with replaced_atomically(filename) as temporary:
             super().save_checkpoint(str(temporary))  # writes nothing on ranks > 0 or with checkpointing disabled
-            extra = self.extra_checkpoint_state()
-            if extra and temporary.is_file():
+            extra = {CHECKPOINT_VERSION_KEY: __version__, **self.extra_checkpoint_state()}
+            if temporary.is_file():
                 checkpoint = torch.load(temporary, map_location="cpu", weights_only=False)
                 checkpoint.update(extra)
                 torch.save(checkpoint, temporary)

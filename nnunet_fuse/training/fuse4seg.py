@@ -113,28 +113,3 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
     def restore_extra_checkpoint_state(self, checkpoint: dict) -> None:
         if checkpoint.get("fusion_optimizer_state") is not None:
             self.fusion_optimizer.load_state_dict(checkpoint["fusion_optimizer_state"])
-
-
-class nnUNetTrainerFuse4Seg_10x25(nnUNetTrainerFuse4Seg):
-    """Integration-test schedule: 10 epochs × 25 iterations, the first fusion pre-training, then 225 bi-level
-    iterations (75 left the synthetic test data all background in 3 of 5 runs); no mirroring (neither augmentation
-    nor test-time), so that validating whole real volumes on a CPU stays quick."""
-
-    fusion_pretrain_epochs = 1
-    schedule = (10, 25, 2)  # epochs, iterations per epoch, validation iterations per epoch
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = self.schedule
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch_size, None
-
-
-class nnUNetTrainerFuse4Seg_2x4(nnUNetTrainerFuse4Seg_10x25):
-    """Smoke-test schedule: 2 epochs × 4 iterations, the first epoch fusion pre-training, the second bi-level."""
-
-    schedule = (2, 4, 2)
