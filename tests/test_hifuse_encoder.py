@@ -86,3 +86,31 @@ def test_hff_as_the_skip_merge_of_nnunets_decoder(dims):
     assert len(net.decoder.merges) == 3
     with pytest.raises(ValueError, match="skip_merge must be"):
         HiFuseUNet(**kwargs, skip_merge="sum")
+
+
+@pytest.mark.parametrize("dims,size", [(2, (33, 26)), (3, (9, 17, 15))])
+def test_sides_not_divisible_by_the_strides(dims, size):
+    """Each stage's strided conv rounds a side up (ceil(n / stride)); the HFF block pools the previous stage to the
+    same size (it floor-pooled before and failed, e.g. the classifier on 100 × 100 images)."""
+    import math
+
+    torch.manual_seed(0)
+    encoder = make_encoder(dims, global_stages=[1, 2, 3])
+    skips = encoder(torch.randn(1, 2, *size))
+    expected = list(size)
+    for skip, stride in zip(skips, SETTINGS[dims]["strides"]):
+        expected = [math.ceil(n / s) for n, s in zip(expected, stride)]
+        assert list(skip.shape[2:]) == expected
+        assert torch.isfinite(skip).all()
+
+
+@pytest.mark.parametrize("side", [100, 37])
+def test_classifier_takes_any_image_size(side):
+    from nnunet_fuse.hifuse.classifier import HiFuseClassifier
+
+    torch.manual_seed(0)
+    model = HiFuseClassifier(3, 5, features_per_stage=(8, 16, 32, 32), head_channels=8)
+    logits = model(torch.randn(2, 3, side, side + 3))
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    logits.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -158,7 +158,7 @@ class IRMLP(nn.Module):
 
 class HFFBlock(nn.Module):
     """Hierarchical feature fusion of one stage: local L (B, c_local, *S), global G (B, c_global, *S) and the previous
-    stage's fused map P (B, c_previous, *(S·stride)) or None for the first stage → (B, c_out, *S).
+    stage's fused map P (B, c_previous, *S') with S = ceil(S' / stride), or None for the first stage → (B, c_out, *S).
 
     X = mix(norm([pool P; 1×1 L; 1×1 G])); L_a = spatial attention(L); G_a = channel attention(G);
     F = 1×1 shortcut([G_a; L_a; X]) + IRMLP(norm([G_a; L_a; X])).
@@ -189,8 +189,9 @@ class HFFBlock(nn.Module):
         parts = [self.local_in(local), self.global_in(global_)]
         if previous is not None:
             pool = F.avg_pool2d if local.dim() == 4 else F.avg_pool3d
-            stride = self.stride or tuple(p // s for p, s in zip(previous.shape[2:], local.shape[2:]))
-            parts.insert(0, self.previous_in(pool(previous, stride, stride)))
+            stride = self.stride or tuple(-(-p // s) for p, s in zip(previous.shape[2:], local.shape[2:]))
+            # ceil_mode: a side not divisible by the stride gives ceil(n / stride), as the stages' strided convs do
+            parts.insert(0, self.previous_in(pool(previous, stride, stride, ceil_mode=True)))
         x = self.mix(torch.cat(parts, 1))
         merged = torch.cat([self.channel_attention(global_), self.spatial_attention(local), x], 1)
         return self.shortcut(merged) + self.irmlp(self.norm(merged))
