@@ -137,7 +137,7 @@ def _version(args: argparse.Namespace) -> int:
         try:
             for path, verdict in model_versions(folder):
                 print(f"{path}: {verdict}")
-        except IncompatibleVersionError as e:
+        except (IncompatibleVersionError, InputError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     return 0

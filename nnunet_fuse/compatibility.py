@@ -1,19 +1,20 @@
 """Which nnunet_fuse version wrote a plans variant or a checkpoint, and whether this one can use it.
 
-Every plans variant (``plans["nnunet_fuse"]["version"]``) and every checkpoint of our trainers
+Every plans variant (``plans[PLANS_KEY]["version"]``) and every checkpoint of our trainers
 (``checkpoint["nnunet_fuse_version"]``) records the version that wrote it. Files of 0.1.x carry none and are read as
 0.1.0. Versions follow semantic versioning with the 0.x rule: files of an earlier minor version from
 OLDEST_COMPATIBLE on load, files of a newer minor (or major) version do not.
 """
 from __future__ import annotations
 
-import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 from nnunet_fuse import __version__
+from nnunet_fuse.input_check import read_json
 
+PLANS_KEY = "nnunet_fuse"  # present in every plans file nnunet_fuse writes: method, base plans, trainer, version
 CHECKPOINT_VERSION_KEY = "nnunet_fuse_version"
 OLDEST_COMPATIBLE = (0, 1)  # the (major, minor) of the oldest files this version reads
 UNRECORDED = "0.1.0"  # what a file without a recorded version was written by
@@ -49,6 +50,12 @@ def check_written_by(recorded: Optional[str], what: str) -> None:
             f"or write the plans again (nnunet-fuse plan) and retrain.")
 
 
+def check_plans_written_by(plans: dict, what: str) -> None:
+    """check_written_by for a plans dict: nnU-Net's own plans (no PLANS_KEY) and ours of compatible versions pass."""
+    if PLANS_KEY in plans:
+        check_written_by(plans[PLANS_KEY].get("version"), what)
+
+
 def installed_versions() -> str:
     """One line: this plugin's version and the versions of what it runs on."""
     parts = []
@@ -76,7 +83,7 @@ def model_versions(model_folder: Union[str, Path]) -> List[Tuple[str, str]]:
     if not (folder / "plans.json").is_file():
         raise IncompatibleVersionError(f"{folder} is not a trained model folder (no plans.json); give "
                                        f"nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION")
-    marker = json.loads((folder / "plans.json").read_text()).get("nnunet_fuse")
+    marker = read_json(folder / "plans.json").get(PLANS_KEY)
     rows = [(str(folder / "plans.json"),
              "nnU-Net's own plans (no nnunet_fuse network)" if marker is None else
              f"nnunet_fuse {marker.get('version') or 'before 0.2 (no version recorded)'}, method "

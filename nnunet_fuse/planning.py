@@ -18,11 +18,11 @@ import numpy as np
 
 from nnunet_fuse import __version__
 from nnunet_fuse.atomic_files import write_text_atomically
-from nnunet_fuse.compatibility import IncompatibleVersionError, check_written_by
+from nnunet_fuse.compatibility import PLANS_KEY, IncompatibleVersionError, check_plans_written_by
 from nnunet_fuse.input_check import read_json
 from nnunet_fuse.resources import plans_overlays_folder
 
-MARKER_KEY = "nnunet_fuse"  # present in every plans file we write; files without it are not ours to overwrite
+MARKER_KEY = PLANS_KEY  # present in every plans file we write; files without it are not ours to overwrite
 
 # nnU-Net's planners (nnunetv2 2.8.1, default GPU memory target): the VRAM proxy (compute_conv_feature_map_size,
 # elements of one sample) that fits the target at the reference batch size. A batch of b samples of estimate e
@@ -372,15 +372,15 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
     for note in notes:
         log(note)
     target = folder / f"{plans_name}.json"
-    if target.exists():
-        existing = read_json(target)
+    existing = read_json(target) if target.exists() else None
+    if existing is not None:
         if MARKER_KEY not in existing:
             raise PlanningError(f"{target} exists and was not written by nnunet_fuse; refusing to overwrite it. "
                                 f"Choose another --plans-name.")
         plans = merged_variant(existing, plans, target, overwrite, log)
     result = {"path": target, "plans_name": plans_name, "configurations": list(plans["configurations"]),
               "trainer": overlay.get("trainer"), "status": "written", "notes": notes}
-    if target.exists() and _without_version(read_json(target)) == _without_version(plans):
+    if existing is not None and _without_version(existing) == _without_version(plans):
         result["status"] = "unchanged"
         return result
     write_text_atomically(target, json.dumps(plans, indent=4, sort_keys=False))  # never a half-written plans file
@@ -400,7 +400,7 @@ def merged_variant(existing: dict, new: dict, target: Path, overwrite: bool,
     planning 2d and then 3d_fullres keeps both. A configuration that ``new`` changes, or a variant of another method
     or base plans, is replaced only with ``overwrite`` (trained models may depend on it); otherwise PlanningError."""
     try:
-        check_written_by(existing[MARKER_KEY].get("version"), str(target))
+        check_plans_written_by(existing, str(target))
     except IncompatibleVersionError as e:
         raise PlanningError(f"{e} (or choose another --plans-name)") from e
     shared = {key: value for key, value in new.items() if key not in ("configurations", MARKER_KEY)}

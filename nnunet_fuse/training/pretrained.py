@@ -32,8 +32,8 @@ class PretrainedWeightsError(RuntimeError):
 
 def _unwrapped(network: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel and torch.compile wrappers."""
-    network = getattr(network, "module", network) if isinstance(network, nn.parallel.DistributedDataParallel) \
-        else network
+    if isinstance(network, nn.parallel.DistributedDataParallel):
+        network = network.module
     return getattr(network, "_orig_mod", network)
 
 
