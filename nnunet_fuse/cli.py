@@ -1,5 +1,5 @@
 """``nnunet-fuse``: plan, env, version, demo, profile, convert, reproduce, export-fused, check-inputs,
-find-best-configuration. nnU-Net's CLI
+find-best-configuration, classify. nnU-Net's CLI
 conventions; a mistake in the input ends with one ``error:`` line that names the file and says what to do (exit 2)."""
 from __future__ import annotations
 
@@ -230,8 +230,79 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fold(text: str):
+    """argparse type of a classification fold: 0-9 or 'all'."""
+    if text == "all":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"folds are numbers (0-4 for nnU-Net's 5 folds) or 'all', got '{text}'")
+
+
+def _classification_paths(args: argparse.Namespace):
+    """(preprocessed dataset folder, raw dataset folder, plans file, model folder) of -d/-p/-c."""
+    from nnunet_fuse.classification.training import model_folder
+    from nnunet_fuse.planning import find_dataset_folder
+
+    folders = [_nnunet_folder(v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")]
+    if not all(folders):
+        raise InputError("set nnUNet_raw, nnUNet_preprocessed and nnUNet_results as for nnU-Net")
+    raw_root, preprocessed_root, results = map(Path, folders)
+    try:
+        preprocessed = find_dataset_folder(preprocessed_root, args.d)
+    except PlanningError as e:
+        raise InputError(str(e)) from e
+    plans_file = preprocessed / f"{args.p}.json"
+    if not plans_file.is_file():
+        raise InputError(f"no plans {plans_file}; run nnUNetv2_plan_and_preprocess -d {args.d} first, or give the "
+                         f"plans name with -p")
+    return (preprocessed, raw_root / preprocessed.name, plans_file,
+            model_folder(results, preprocessed.name, args.p, args.c, args.budget))
+
+
+def _classify(args: argparse.Namespace) -> int:
+    import torch
+
+    from nnunet_fuse.compatibility import IncompatibleVersionError
+    from nnunet_fuse.splits import SplitError
+
+    try:
+        preprocessed, raw, plans_file, folder = _classification_paths(args)
+        if args.action == "train":
+            from nnunet_fuse.classification.classes import CLASSES_FILE
+            from nnunet_fuse.classification.training import ClassificationData, prepare_model_folder, train_fold
+
+            device = torch.device(_device(args.device))
+            data = ClassificationData(preprocessed, raw, read_json(plans_file), args.c)
+            prepare_model_folder(folder, plans_file, preprocessed / "dataset.json", raw / CLASSES_FILE)
+            for fold in args.f:
+                train_fold(data, folder, fold, preprocessed, args.budget, device, args.continue_training)
+            print(f"trained fold(s) {' '.join(map(str, args.f))} in {folder}\nnext: nnunet-fuse classify evaluate "
+                  f"-d {args.d} -c {args.c} --budget {args.budget}   (after all five folds), or classify predict -i "
+                  f"SCANS -o OUT.csv -d {args.d} -c {args.c} --budget {args.budget}")
+        elif args.action == "predict":
+            from nnunet_fuse.classification.prediction import predict_folder
+
+            written = predict_folder(folder, Path(args.i), Path(args.o), args.f, args.chk,
+                                     torch.device(_device(args.device)))
+            print(f"wrote {written}")
+        else:
+            from nnunet_fuse.classification.evaluation import evaluate_cross_validation
+
+            evaluate_cross_validation(folder, Path(args.o) if args.o else None)
+    except (InputError, SplitError, IncompatibleVersionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # an unreadable checkpoint (read_checkpoint names it)
+        if "checkpoint" not in str(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 CONVERTERS = {"acdc": "convert_acdc", "msd": "convert_msd", "kits23": "convert_kits23", "brats": "convert_brats",
-              "brats2021": "convert_brats2021", "brats2015": "convert_brats2015"}
+              "brats2021": "convert_brats2021", "brats2015": "convert_brats2015", "imagefolder": "convert_imagefolder"}
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -249,6 +320,8 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {target}\nnext: nnUNetv2_plan_and_preprocess -d {target.name[7:10]} --verify_dataset_integrity")
+    if (target / "classes.json").is_file():
+        print(f"      then, for case classification: nnunet-fuse classify train -d {target.name[7:10]} -c 2d -f 0")
     return 0
 
 
@@ -341,12 +414,47 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("dataset", choices=list(CONVERTERS),
                       help="acdc: ACDC 'training' folder; msd: any MSD TaskXX_Name folder; kits23: the KiTS 2023 "
                            "'dataset' folder; brats: a BraTS 2021 training folder or BraTS 2013/2015 FLAIR+T1c case "
-                           "folders (brats2021 / brats2015 force one layout)")
+                           "folders (brats2021 / brats2015 force one layout); imagefolder: root/<class>/<image> "
+                           "(png, jpg, bmp, tif or nii.gz) for classify")
     conv.add_argument("source", help="the folder as downloaded")
     conv.add_argument("-d", type=dataset_id, default=None,
                       help="dataset id (defaults: acdc 27, msd the task number, kits23 220, brats2021 137, "
-                           "brats2015 138)")
+                           "brats2015 138; imagefolder: required)")
     conv.set_defaults(func=_convert)
+
+    classify = sub.add_parser("classify", help="case classification with HiFuse on nnU-Net's preprocessed data: "
+                                               "train, predict, evaluate (classes from nnUNet_raw/DatasetXXX/"
+                                               "classes.json)")
+    actions = classify.add_subparsers(dest="action", required=True)
+    from nnunet_fuse.classification.training import CLASSIFIER_BUDGETS
+
+    for action, text in (("train", "train folds (checkpoints as nnU-Net's, in nnUNet_results)"),
+                         ("predict", "classify new scans: one CSV row per case or patient"),
+                         ("evaluate", "cross-validation report over the trained folds (MD, JSON, CSV, PNG)")):
+        a = actions.add_parser(action, help=text)
+        a.add_argument("-d", required=True, help="dataset ID or name")
+        a.add_argument("-c", default="2d", help="configuration: 2d (slices, averaged) or 3d_fullres (default 2d)")
+        a.add_argument("-p", default="nnUNetPlans", help="nnU-Net plans whose preprocessed data is used "
+                                                         "(default nnUNetPlans)")
+        a.add_argument("--budget", choices=list(CLASSIFIER_BUDGETS), default="small",
+                       help="; ".join(f"{k}: {b.epochs} epochs × {b.iterations or 'one pass'} × batch "
+                                      f"{b.batch_size}" for k, b in CLASSIFIER_BUDGETS.items())
+                       + " (default small; the model folder is HiFuseClassifier_BUDGET__PLANS__CONFIGURATION)")
+        if action == "train":
+            a.add_argument("-f", type=_fold, nargs="+", default=[0], help="folds 0-4 or all (default 0)")
+            a.add_argument("--c", dest="continue_training", action="store_true",
+                           help="continue from the fold's latest checkpoint")
+        if action == "predict":
+            a.add_argument("-i", required=True, help="input folder with CASE_XXXX files, as for nnUNetv2_predict")
+            a.add_argument("-o", required=True, help="CSV file to write")
+            a.add_argument("-f", type=_fold, nargs="+", default=[0, 1, 2, 3, 4],
+                           help="folds to average (default 0 1 2 3 4)")
+            a.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+        if action == "evaluate":
+            a.add_argument("-o", default=None, help="report folder (default MODEL_FOLDER/cv_report)")
+        if action != "evaluate":
+            a.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
+        a.set_defaults(func=_classify)
 
     rep = sub.add_parser("reproduce", help="train methods side by side with the same budget and compare their Dice")
     rep.add_argument("-d", type=dataset_id, required=True, help="dataset ID (raw data in nnUNet_raw)")

@@ -459,6 +459,36 @@ CASES: List[Case] = [
     Case("reproduce-cuda-without-gpu", "reproduce", "-device cuda on a machine without CUDA",
          lambda ws: ws.command("nnunet-fuse", "reproduce", "-d", str(TINY_ID), "-c", CONFIGURATION, "-device", "cuda",
                                "-o", str(ws.root / "cases" / "reproduce_cuda")), "no CUDA GPU"),
+    # ---- classify, convert imagefolder
+    Case("classify-no-classes", "classify train", "a dataset without classes.json",
+         lambda ws: ws.command("nnunet-fuse", "classify", "train", "-d", str(TINY_ID), "-c", CONFIGURATION,
+                               "-device", "cpu"), "no classes.json in"),
+    Case("classify-one-class", "classify train", "classes.json in which every patient has the same class",
+         lambda ws: ws.command("nnunet-fuse", "classify", "train", "-d", str(ACDC_LIKE_ID), "-c", "2d", "-device",
+                               "cpu"), "a classifier needs at least two classes"),
+    Case("classify-not-planned", "classify train", "-d of a dataset not preprocessed yet",
+         lambda ws: ws.command("nnunet-fuse", "classify", "train", "-d", "963", "-device", "cpu"),
+         "has not been planned yet"),
+    Case("classify-bad-fold", "classify train", "-f five",
+         lambda ws: ws.command("nnunet-fuse", "classify", "train", "-d", str(ACDC_LIKE_ID), "-f", "five"),
+         "folds are numbers"),
+    Case("classify-predict-untrained", "classify predict", "no classifier trained for the dataset",
+         lambda ws: ws.command("nnunet-fuse", "classify", "predict", "-i", str(ws.good_scans("classify_scans")),
+                               "-o", str(ws.root / "cases" / "classes.csv"), "-d", str(TINY_ID), "-c",
+                               CONFIGURATION), "no trained model at"),
+    Case("classify-predict-output-folder", "classify predict", "-o a folder instead of a CSV file",
+         lambda ws: ws.command("nnunet-fuse", "classify", "predict", "-i", str(ws.good_scans("classify_scans2")),
+                               "-o", str(ws.case_folder("classify_out")), "-d", str(TINY_ID), "-c",
+                               CONFIGURATION), "give the CSV file to write"),
+    Case("classify-evaluate-untrained", "classify evaluate", "no trained folds",
+         lambda ws: ws.command("nnunet-fuse", "classify", "evaluate", "-d", str(ACDC_LIKE_ID), "-c", "2d"),
+         "no trained fold with a validation.csv"),
+    Case("convert-imagefolder-one-class", "convert", "an ImageFolder tree with one class folder",
+         lambda ws: ws.command("nnunet-fuse", "convert", "imagefolder", str(_one_class_tree(ws)), "-d", "972"),
+         "images in 1 class folder"),
+    Case("convert-imagefolder-no-id", "convert", "convert imagefolder without -d",
+         lambda ws: ws.command("nnunet-fuse", "convert", "imagefolder", str(_one_class_tree(ws))),
+         "give the dataset id"),
     # ---- demo
     Case("demo-workdir-is-file", "demo", "--workdir naming a file",
          lambda ws: ws.command("nnunet-fuse", "demo", "--workdir", str(_file(ws, "demo_file.txt")), "-device", "cpu"),
@@ -476,6 +506,17 @@ def _scans_changed(ws: Workspace, change: Callable[[Path], None]) -> Path:
     folder = ws.good_scans(f"export_{change.__name__}")
     change(folder)
     return folder
+
+
+def _one_class_tree(ws: Workspace) -> Path:
+    """root/only/{a,b}.png: an ImageFolder tree with a single class."""
+    from skimage import io
+
+    root = ws.root / "cases" / "imagefolder_one_class"
+    (root / "only").mkdir(parents=True, exist_ok=True)
+    for name in ("a", "b"):
+        io.imsave(str(root / "only" / f"{name}.png"), np.full((8, 8), 100, dtype=np.uint8), check_contrast=False)
+    return root
 
 
 def _file(ws: Workspace, relative: str) -> Path:

@@ -10,6 +10,16 @@ from nnunet_fuse.datasets.synthetic import make_synthetic_dataset
 from nnunet_fuse.commands import nnunet_command, nnunet_environment
 
 TINY_ID = 991
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data: small real datasets
+
+
+def acdc_subset(tmp_path, patients=("patient001", "patient002", "patient003")):
+    """An ACDC 'training' folder holding links to the given patients of ../shared/data/ACDC/training."""
+    src = tmp_path / "ACDC" / "training"
+    src.mkdir(parents=True)
+    for p in patients:
+        (src / p).symlink_to(SHARED / "ACDC" / "training" / p)
+    return src
 
 
 def run(command, env, cwd=None, check=True, timeout=900):

@@ -1,30 +1,19 @@
 """Converters on real cases from ../shared/data, checked with nnU-Net's verify_dataset_integrity; bad input."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-from conftest import run
+from conftest import SHARED, acdc_subset, run
 from nnunet_fuse.datasets.converters import (ConversionError, convert_acdc, convert_brats, convert_brats2015,
                                              convert_kits23, convert_msd)
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def needs(name):
     return pytest.mark.skipif(not (SHARED / name).is_dir(), reason=f"../shared/data/{name} not present")
-
-
-def acdc_subset(tmp_path, patients=("patient001", "patient002", "patient003")):
-    src = tmp_path / "ACDC" / "training"
-    src.mkdir(parents=True)
-    for p in patients:
-        (src / p).symlink_to(SHARED / "ACDC" / "training" / p)
-    return src
 
 
 def cases(folder):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_fuse.classification.classes import write_classes
 from nnunet_fuse.input_check import InputError, read_image, read_json
 from nnunet_fuse.splits import cases_by_patient, patient_grouped_splits
 
@@ -114,14 +116,23 @@ def _write_dataset_json(out: Path, channels: Dict[str, str], labels: dict, num_t
 
 # ------------------------------------------------------------------------------------------------------------- ACDC
 ACDC_LABELS = {"background": 0, "RV": 1, "MLV": 2, "LVC": 3}
+# Info.cfg's Group: normal, myocardial infarction, dilated / hypertrophic cardiomyopathy, abnormal right ventricle
+ACDC_GROUPS = ["NOR", "MINF", "DCM", "HCM", "RV"]
+
+
+def _acdc_info(patient_folder: Path) -> Dict[str, str]:
+    """The patient's Info.cfg as {key: value}; {} without Info.cfg."""
+    info = patient_folder / "Info.cfg"
+    if not info.is_file():
+        return {}
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.read_text().splitlines()
+                                              if ":" in line)}
 
 
 def acdc_labelled_frames(patient_folder: Path) -> Dict[str, int]:
     """{"ED": frame, "ES": frame} from the patient's Info.cfg (the two labelled frames); {} without Info.cfg."""
+    values = _acdc_info(patient_folder)
     info = patient_folder / "Info.cfg"
-    if not info.is_file():
-        return {}
-    values = dict(line.split(":", 1) for line in info.read_text().splitlines() if ":" in line)
     try:
         return {phase: int(values[phase]) for phase in ("ED", "ES") if phase in values}
     except ValueError as e:
@@ -141,7 +152,14 @@ def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int 
     if not patients:
         raise ConversionError(f"no patientNNN folders in {src}; pass the ACDC 'training' folder")
     pairs: List[Tuple[str, Path, Path]] = []
+    groups: Dict[str, str] = {}  # patient → Info.cfg's Group (the diagnosis), for classes.json
     for patient in patients:
+        group = _acdc_info(patient).get("Group")
+        if group and group not in ACDC_GROUPS:
+            raise ConversionError(f"case {patient.name}: Info.cfg names Group '{group}', not one of ACDC's "
+                                  f"{ACDC_GROUPS}")
+        if group:
+            groups[patient.name] = group
         labels = sorted(patient.glob(f"{patient.name}_frame*_gt.nii.gz"))
         uncompressed = sorted(p.name for p in patient.glob("*_gt.nii"))
         if uncompressed:
@@ -167,6 +185,12 @@ def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int 
         splits = patient_grouped_splits(cases_by_patient([case for case, _, _ in pairs]))
         if splits:
             (out / "splits_final.json").write_text(json.dumps(splits, indent=2))
+        if groups:
+            without = sorted(p.name for p in patients if p.name not in groups)
+            if without:
+                raise ConversionError(f"Info.cfg of {', '.join(without[:5])} has no 'Group' (the diagnosis) while "
+                                      f"other patients' have; restore it (classes.json needs every patient's)")
+            write_classes(out, {case: groups[case.split("_frame")[0]] for case, _, _ in pairs}, ACDC_GROUPS)
     return Path(raw_root) / name
 
 
@@ -329,3 +353,97 @@ def convert_brats(folder: PathLike, raw_root: PathLike, dataset_id: Optional[int
         return convert_brats2015(src, raw_root, 138 if dataset_id is None else dataset_id)
     raise ConversionError(f"{src} is neither a BraTS 2021 training folder (BraTS2021_XXXXX/..._seg.nii.gz) nor a "
                           f"BraTS 2013/2015 folder (case folders with OTMultiClass.nii.gz)")
+
+
+# ------------------------------------------------------------------------------------------------------ ImageFolder
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _image_folder_files(root: Path) -> Dict[str, List[Path]]:
+    """{class: [image files]} of root/<class>/<image>; photos or .nii.gz volumes."""
+    classes = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in folder.iterdir() if f.is_file() and (f.name.lower().endswith(".nii.gz")
+                                                                       or f.suffix.lower() in PHOTO_SUFFIXES))
+        if files:
+            classes[folder.name] = files
+    return classes
+
+
+def convert_imagefolder(folder: PathLike, raw_root: PathLike, dataset_id: Optional[int] = None) -> Path:
+    """An ImageFolder tree (root/<class>/<image>.png|jpg|bmp|tif|nii.gz) → DatasetXXX_<root name> for
+    ``nnunet-fuse classify``: one case per image (its file name, made safe), photos as one 8-bit PNG per colour
+    channel (R, G, B or gray; alpha dropped), volumes copied; a label map of ones (nnU-Net's planning and
+    preprocessing need one) and ``classes.json`` with each case's class (the folder it came from)."""
+    from skimage import io as skimage_io
+
+    src = Path(folder)
+    if dataset_id is None:
+        raise ConversionError("give the dataset id for the new dataset with -d (1-999)")
+    if not src.is_dir():
+        raise ConversionError(f"{src} is not a folder; pass the root of an ImageFolder tree (root/<class>/<image>)")
+    by_class = _image_folder_files(src)
+    if len(by_class) < 2:
+        raise ConversionError(f"{src} has images in {len(by_class)} class folder(s) ({', '.join(by_class) or 'none'})"
+                              f"; an ImageFolder tree has one folder of images per class, at least two")
+    files = [(cls, f) for cls, fs in by_class.items() for f in fs]
+    kinds = {f.name.lower().endswith(".nii.gz") for _, f in files}
+    if len(kinds) > 1:
+        raise ConversionError(f"{src} mixes NIfTI volumes and photos; convert one kind per dataset")
+    volumes = kinds == {True}
+    case_of: Dict[str, Path] = {}
+    cases: Dict[str, str] = {}  # case → class
+    for cls, f in files:
+        stem = f.name[:-len(".nii.gz")] if volumes else f.stem
+        case = re.sub(r"[^A-Za-z0-9]+", "_", stem).strip("_") or "image"
+        if case in case_of:
+            raise ConversionError(f"{case_of[case]} and {f} both become case '{case}'; rename one")
+        case_of[case], cases[case] = f, cls
+    name = f"Dataset{dataset_id:03d}_{re.sub(r'[^A-Za-z0-9]+', '', src.name) or 'Images'}"
+    check_target(raw_root, name)
+    channels_seen: Dict[int, str] = {}
+    with staged_dataset(raw_root, name) as out:
+        (out / "imagesTr").mkdir()
+        (out / "labelsTr").mkdir()
+        for case, f in case_of.items():
+            if volumes:
+                try:
+                    image = read_image(f)
+                except InputError as e:
+                    raise ConversionError(f"case {case}: {e}") from e
+                _copy_case([f], None, out, case)
+                ones = sitk.GetImageFromArray(np.ones(sitk.GetArrayViewFromImage(image).shape, dtype=np.uint8))
+                ones.CopyInformation(image)
+                sitk.WriteImage(ones, str(out / "labelsTr" / f"{case}.nii.gz"), useCompression=True)
+                channels_seen[1] = str(f)
+                continue
+            try:
+                array = np.asarray(skimage_io.imread(str(f)))
+            except Exception as e:  # every reader error means an unreadable file to the user
+                raise ConversionError(f"case {case}: {f} cannot be read as an image ({type(e).__name__}: {e})") from e
+            if array.ndim == 3 and array.shape[-1] in (3, 4):
+                array = array[..., :3]
+            elif array.ndim != 2:
+                raise ConversionError(f"case {case}: {f} has shape {array.shape}; expected a gray or RGB(A) photo")
+            planes = [array] if array.ndim == 2 else [array[..., c] for c in range(3)]
+            channels_seen.setdefault(len(planes), str(f))
+            if len(channels_seen) > 1:
+                raise ConversionError(f"{src} mixes gray and colour photos ({channels_seen[1]} is gray, "
+                                      f"{channels_seen[3]} colour); convert them to one kind first")
+            if array.dtype not in (np.uint8, np.uint16):
+                raise ConversionError(f"case {case}: {f} holds {array.dtype} values; nnU-Net reads 8- or 16-bit "
+                                      f"photos")
+            for c, plane in enumerate(planes):
+                skimage_io.imsave(str(out / "imagesTr" / f"{case}_{c:04d}.png"), plane, check_contrast=False)
+            skimage_io.imsave(str(out / "labelsTr" / f"{case}.png"), np.ones(array.shape[:2], dtype=np.uint8),
+                              check_contrast=False)
+        n_channels = next(iter(channels_seen))
+        channel_names = ({0: "image"} if volumes else {0: "gray"} if n_channels == 1 else {0: "R", 1: "G", 2: "B"})
+        from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+        generate_dataset_json(str(out), channel_names, {"background": 0, "image": 1}, len(case_of),
+                              ".nii.gz" if volumes else ".png", dataset_name=name,
+                              description=f"ImageFolder {src.name}: one class per folder ({', '.join(by_class)}); "
+                                          f"labels are all ones (classification only)")
+        write_classes(out, cases, sorted(by_class))
+    return Path(raw_root) / name
