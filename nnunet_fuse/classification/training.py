@@ -299,8 +299,9 @@ def train_fold(data: ClassificationData, output_folder: Path, fold: Union[int, s
     say(f"{TRAINER_NAME}_{budget_name} fold {fold}: {len(train_samples)} training / {len(val_samples)} validation "
         f"samples, classes {data.classes}, {data.frames_per_sample} case(s) per sample, input "
         f"{settings['input_channels']} × {roi.size} (region of interest of the training labels, offset "
-        f"{[round(o, 1) for o in roi.offset]}; patch {data.patch_size}), budget {budget_name}: {budget.epochs} epochs × {iterations} iterations × batch "
-        f"{budget.batch_size}, {sum(p.numel() for p in network.parameters()) / 1e6:.2f} M parameters, {device}")
+        f"{[round(o, 1) for o in roi.offset]}; patch {data.patch_size}), budget {budget_name}: {budget.epochs} "
+        f"epochs × {iterations} iterations × batch {budget.batch_size}, "
+        f"{sum(p.numel() for p in network.parameters()) / 1e6:.2f} M parameters, {device}")
 
     def checkpoint(epoch: int) -> dict:
         return {"network_weights": network.state_dict(), "optimizer_state": optimizer.state_dict(),
