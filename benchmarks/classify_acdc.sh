@@ -17,4 +17,4 @@ for fold in 0 1 2 3 4; do
   /usr/bin/time -f "fold $fold: %e s wall, %M KB peak resident" \
     nnunet-fuse classify train -d 27 -c "$configuration" -f $fold --budget "$budget" -device cpu --c
 done
-nnunet-fuse classify evaluate -d 27 -c "$configuration" -o "$here/benchmarks/classification/acdc_${configuration}_$budget"
+nnunet-fuse classify evaluate -d 27 -c "$configuration" --budget "$budget" -o "$here/benchmarks/classification/acdc_${configuration}_$budget"
