@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterable, Iterator, Sequence, Union
 
 PathLike = Union[str, Path]
 
@@ -31,3 +31,13 @@ def replaced_atomically(path: PathLike) -> Iterator[Path]:
 def write_text_atomically(path: PathLike, text: str) -> None:
     with replaced_atomically(path) as temporary:
         temporary.write_text(text)
+
+
+def write_csv_atomically(path: PathLike, rows: Iterable[Sequence]) -> None:
+    """rows (the first the header) as a CSV file, written whole."""
+    import csv
+    import io
+
+    table = io.StringIO(newline="")
+    csv.writer(table).writerows(rows)
+    write_text_atomically(path, table.getvalue())

@@ -24,7 +24,6 @@ FLOPs and inference are measured on the eager network.
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import statistics
 import time
@@ -412,17 +411,13 @@ def table_rows(rows: Sequence[ProfileRow]) -> List[List[str]]:
 
 def write_outputs(rows: Sequence[ProfileRow], meta: dict, stem: Path, plot: bool) -> List[Path]:
     """stem.json (rows + meta), stem.csv, stem.md and with plot stem.png, each written whole; returns the paths."""
-    import io
-
-    from nnunet_fuse.atomic_files import replaced_atomically, write_text_atomically
+    from nnunet_fuse.atomic_files import replaced_atomically, write_csv_atomically, write_text_atomically
     from nnunet_fuse.reporting import format_table
 
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".json"), stem.with_suffix(".csv"), stem.with_suffix(".md")]
     write_text_atomically(paths[0], json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
-    table = io.StringIO(newline="")
-    csv.writer(table).writerows(table_rows(rows))
-    write_text_atomically(paths[1], table.getvalue())
+    write_csv_atomically(paths[1], table_rows(rows))
     write_text_atomically(paths[2], format_table(table_rows(rows)) + "\n")
     if plot:
         with replaced_atomically(stem.with_suffix(".png")) as png:

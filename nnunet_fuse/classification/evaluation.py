@@ -8,14 +8,13 @@ per-class precision, recall, F1, AUC; confusion matrix), ``cv_metrics.json``, ``
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from nnunet_fuse.atomic_files import replaced_atomically, write_text_atomically
+from nnunet_fuse.atomic_files import replaced_atomically, write_csv_atomically, write_text_atomically
 from nnunet_fuse.classification.metrics import classification_metrics
 from nnunet_fuse.classification.training import ClassificationError
 from nnunet_fuse.reporting import format_table
@@ -97,13 +96,10 @@ def evaluate_cross_validation(model_folder: Path, output_folder: Optional[Path] 
               "pooled": pooled}
     output_folder.mkdir(parents=True, exist_ok=True)
     write_text_atomically(output_folder / "cv_metrics.json", json.dumps(result, indent=2))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["fold", "sample", "cases", "true", "predicted", *(f"p_{c}" for c in classes)])
-    for r in pooled_rows:
-        writer.writerow([r["fold"], r["sample"], r.get("cases", ""), r["true"], r["predicted"],
-                         *(r[f"p_{c}"] for c in classes)])
-    write_text_atomically(output_folder / "cv_per_case.csv", buffer.getvalue())
+    write_csv_atomically(output_folder / "cv_per_case.csv",
+                         [["fold", "sample", "cases", "true", "predicted", *(f"p_{c}" for c in classes)]]
+                         + [[r["fold"], r["sample"], r.get("cases", ""), r["true"], r["predicted"],
+                             *(r[f"p_{c}"] for c in classes)] for r in pooled_rows])
     fold_table = [["fold", "samples", "accuracy", "balanced accuracy", "macro-F1", "macro AUC"]]
     fold_table += [[f, str(m["n"]), *(_number(m[k]) for k in SUMMARY_KEYS)] for f, m in folds.items()]
     fold_table.append(["mean ± sd", str(pooled["n"]), *(f"{summary[k]['mean']:.3f} ± {summary[k]['sd']:.3f}"

@@ -8,8 +8,6 @@ dataset.json and our classes.json (what prediction needs); per fold ``checkpoint
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import shutil
@@ -22,7 +20,7 @@ import numpy as np
 import torch
 
 from nnunet_fuse import __version__
-from nnunet_fuse.atomic_files import replaced_atomically, write_text_atomically
+from nnunet_fuse.atomic_files import replaced_atomically, write_csv_atomically, write_text_atomically
 from nnunet_fuse.classification.classes import CLASSES_FILE, read_classes
 from nnunet_fuse.classification.metrics import classification_metrics
 from nnunet_fuse.classification.samples import (RegionOfInterest, Sample, augment, class_balanced_indices,
@@ -204,14 +202,11 @@ def predict_samples(network: torch.nn.Module, data: ClassificationData, samples:
 def write_predictions_csv(path: Path, samples: Sequence[Sample], probabilities: np.ndarray, classes: Sequence[str],
                           true: Optional[Sequence[int]] = None) -> None:
     """One row per sample: sample, cases, [true,] predicted, p_CLASS for every class."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["sample", "cases", *(["true"] if true is not None else []), "predicted",
-                     *(f"p_{c}" for c in classes)])
-    for i, (sample, p) in enumerate(zip(samples, probabilities)):
-        writer.writerow([sample.id, ";".join(sample.cases), *([classes[true[i]]] if true is not None else []),
-                         classes[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
-    write_text_atomically(path, buffer.getvalue())
+    header = ["sample", "cases", *(["true"] if true is not None else []), "predicted", *(f"p_{c}" for c in classes)]
+    write_csv_atomically(path, [header] + [
+        [sample.id, ";".join(sample.cases), *([classes[true[i]]] if true is not None else []),
+         classes[int(np.argmax(p))], *(f"{v:.6f}" for v in p)]
+        for i, (sample, p) in enumerate(zip(samples, probabilities))])
 
 
 def _save(path: Path, state: dict) -> None:
@@ -284,7 +279,10 @@ def train_fold(data: ClassificationData, output_folder: Path, fold: Union[int, s
         source = fold_folder / ("checkpoint_final.pth" if "checkpoint_final.pth" in existing
                                 else "checkpoint_latest.pth" if "checkpoint_latest.pth" in existing
                                 else "checkpoint_best.pth")
-        state = read_checkpoint(source)
+        try:
+            state = read_checkpoint(source)
+        except RuntimeError as e:  # truncated or foreign file, or written by an incompatible version: named
+            raise ClassificationError(str(e)) from e
         if state["settings"] != settings or state["budget"] != budget_name or state["region"] != vars(roi):
             raise ClassificationError(f"{source} was trained with other settings (budget '{state['budget']}', "
                                       f"network {state['settings']}, region {state['region']}: other training cases?)"
@@ -314,6 +312,7 @@ def train_fold(data: ClassificationData, output_folder: Path, fold: Union[int, s
 
     val_true = [data.labels[s.id] for s in val_samples]
     metrics: Dict = {}
+    probabilities = None  # of the validation samples, by the network as it is now
     for epoch in range(start_epoch, budget.epochs):
         network.train()
         started, losses = time.perf_counter(), []
@@ -354,7 +353,8 @@ def train_fold(data: ClassificationData, output_folder: Path, fold: Union[int, s
     _save(fold_folder / "checkpoint_final.pth", checkpoint(budget.epochs))
     (fold_folder / "checkpoint_latest.pth").unlink(missing_ok=True)  # as nnU-Net: final replaces latest
     if val_samples:
-        probabilities = predict_samples(network, data, val_samples, device)
+        if probabilities is None:  # nothing trained in this run (--c on a finished fold)
+            probabilities = predict_samples(network, data, val_samples, device)
         metrics = classification_metrics(val_true, probabilities, data.classes)
         write_predictions_csv(fold_folder / "validation.csv", val_samples, probabilities, data.classes, val_true)
         write_text_atomically(fold_folder / "validation_metrics.json", json.dumps(metrics, indent=2))
