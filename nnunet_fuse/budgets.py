@@ -10,9 +10,14 @@ BUDGETS = {
     "check": (2, 1, 1),        # full-size end-to-end checks (benchmarks/full_size.py): one iteration per phase
     "demo": (10, 25, 5),       # nnunet-fuse demo and quick looks: a few minutes on 2 CPU cores at small patches
     "small": (5, 50, 10),      # ~1 h for nnU-Net + FuseUNet on MSD Hippocampus 3d_fullres, 2 CPU cores
+    "long": (40, 50, 10),      # 2000 iterations: learning curves on a CPU (hours per training)
     "medium": (100, 250, 50),  # a few GPU hours
     "paper": (1000, 250, 50),  # nnU-Net's schedule
 }
+# budget → epochs between the snapshots (SNAPSHOT_FILE) its trainers keep, from which `reproduce --curve` measures
+# validation Dice against iterations
+SNAPSHOT_EPOCHS = {"smoke": 1, "long": 10, "medium": 20, "paper": 100}
+SNAPSHOT_FILE = "checkpoint_iteration_{}.pth"  # .format(iterations trained)
 NO_MIRRORING_BUDGETS = ("smoke", "check")  # neither augmentation nor test-time mirroring: quick CPU validation
 # method infix → what its trainers train ("": nnU-Net's own network, on nnU-Net's plans)
 METHOD_INFIXES = {

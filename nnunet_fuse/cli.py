@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from nnunet_fuse.budgets import BUDGETS
+from nnunet_fuse.budgets import BUDGETS, SNAPSHOT_EPOCHS
 from nnunet_fuse.input_check import InputError, read_json
 from nnunet_fuse.planning import PlanningError, available_methods, write_plans_variant
 from nnunet_fuse.resources import ext_trainer_value
@@ -84,7 +84,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         device = _device(args.device)
         methods = parse_methods(args.methods)
         reproduce(args.d, args.c, methods, args.folds, args.budget, device,
-                  nnunet_environment(light=device != "cuda"), Path(args.o) if args.o else None, args.np)
+                  nnunet_environment(light=device != "cuda"), Path(args.o) if args.o else None, args.np, args.curve)
     except (ReproduceError, PlanningError, InputError, StepFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if not isinstance(e, StepFailed) else 1
@@ -111,7 +111,8 @@ def _export_fused(args: argparse.Namespace) -> int:
 
     try:
         device = torch.device(_device(args.device))
-        written = export_fused(_model_folder(args), Path(args.i), Path(args.o), args.f, args.chk, device)
+        written = export_fused(_model_folder(args), Path(args.i), Path(args.o), args.f, args.chk, device,
+                               args.step_size)
     except (ExportError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -458,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--folds", type=int, nargs="+", default=[0], help="folds to train (default 0)")
     rep.add_argument("--budget", choices=list(BUDGETS), default="small",
                      help="; ".join(f"{k}: {e} epochs × {i} iterations" for k, (e, i, _) in BUDGETS.items()))
+    rep.add_argument("--curve", action="store_true",
+                     help="also validate the snapshots the budget's trainers keep (budgets "
+                          f"{', '.join(SNAPSHOT_EPOCHS)}): validation Dice against iterations, learning_curves.png")
     rep.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
     rep.add_argument("-np", type=int, default=None, help="preprocessing processes (default nnUNet_def_n_proc or 8)")
     rep.add_argument("-o", default=None,
@@ -473,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("-tr", default="nnUNetTrainerFuse4Seg", help="trainer (default nnUNetTrainerFuse4Seg)")
     exp.add_argument("-p", default="nnUNetFuse4SegPlans", help="plans (default nnUNetFuse4SegPlans)")
     exp.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+    exp.add_argument("-step_size", type=float, default=0.5,
+                     help="tile step as a fraction of the patch size, as nnUNetv2_predict's (default 0.5)")
     exp.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
     exp.set_defaults(func=_export_fused)
 

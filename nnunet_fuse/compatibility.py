@@ -3,7 +3,8 @@
 Every plans variant (``plans[PLANS_KEY]["version"]``) and every checkpoint of our trainers
 (``checkpoint["nnunet_fuse_version"]``) records the version that wrote it. Files of 0.1.x carry none and are read as
 0.1.0. Versions follow semantic versioning with the 0.x rule: files of an earlier minor version from
-OLDEST_COMPATIBLE on load, files of a newer minor (or major) version do not.
+OLDEST_COMPATIBLE on load, files of a newer minor (or major) version do not. A method whose network changed since
+then has a later oldest version of its own (OLDEST_COMPATIBLE_BY_METHOD), for its plans and checkpoints.
 """
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ from nnunet_fuse.input_check import read_json
 PLANS_KEY = "nnunet_fuse"  # present in every plans file nnunet_fuse writes: method, base plans, trainer, version
 CHECKPOINT_VERSION_KEY = "nnunet_fuse_version"
 OLDEST_COMPATIBLE = (0, 1)  # the (major, minor) of the oldest files this version reads
+# method → ((major, minor) of its oldest files this version reads, what changed then)
+OLDEST_COMPATIBLE_BY_METHOD = {
+    "fuse4seg": ((0, 3), "Fuse4Seg's fusion network changed in 0.3 (tile-independent: no instance norms, convolutional "
+                         "modulation)"),
+}
 UNRECORDED = "0.1.0"  # what a file without a recorded version was written by
 
 
@@ -33,9 +39,10 @@ def release(version: str) -> Tuple[int, int]:
         raise IncompatibleVersionError(f"'{version}' is not an nnunet_fuse version (expected MAJOR.MINOR.PATCH)")
 
 
-def check_written_by(recorded: Optional[str], what: str) -> None:
+def check_written_by(recorded: Optional[str], what: str, method: Optional[str] = None) -> None:
     """Raise IncompatibleVersionError, naming ``what`` (a file) and the fix, unless this version can use a file that
-    nnunet_fuse ``recorded`` wrote (None: written before versions were recorded, i.e. 0.1.x)."""
+    nnunet_fuse ``recorded`` wrote (None: written before versions were recorded, i.e. 0.1.x) for ``method`` (the
+    plans' method; None: any)."""
     written_by = recorded or UNRECORDED
     ours = release(__version__)
     theirs = release(written_by)
@@ -48,12 +55,25 @@ def check_written_by(recorded: Optional[str], what: str) -> None:
             f"{what} was written by nnunet_fuse {written_by}; the installed {__version__} reads files of "
             f"{OLDEST_COMPATIBLE[0]}.{OLDEST_COMPATIBLE[1]} and later. Install nnunet_fuse=={written_by} to use it, "
             f"or write the plans again (nnunet-fuse plan) and retrain.")
+    if method in OLDEST_COMPATIBLE_BY_METHOD:
+        oldest, change = OLDEST_COMPATIBLE_BY_METHOD[method]
+        if theirs < oldest:
+            raise IncompatibleVersionError(
+                f"{what} was written by nnunet_fuse {written_by} for {method}; {change}, so the installed "
+                f"{__version__} reads {method} files of {oldest[0]}.{oldest[1]} and later. Install "
+                f"nnunet_fuse=={written_by} to use it, or write the plans again (nnunet-fuse plan -d DATASET "
+                f"--method {method} --overwrite) and retrain.")
+
+
+def plans_method(plans: dict) -> Optional[str]:
+    """The method of a plans variant of ours (None for nnU-Net's own plans)."""
+    return plans.get(PLANS_KEY, {}).get("method")
 
 
 def check_plans_written_by(plans: dict, what: str) -> None:
     """check_written_by for a plans dict: nnU-Net's own plans (no PLANS_KEY) and ours of compatible versions pass."""
     if PLANS_KEY in plans:
-        check_written_by(plans[PLANS_KEY].get("version"), what)
+        check_written_by(plans[PLANS_KEY].get("version"), what, plans_method(plans))
 
 
 def installed_versions() -> str:
@@ -74,7 +94,7 @@ def model_versions(model_folder: Union[str, Path]) -> List[Tuple[str, str]]:
 
     def verdict(recorded: Optional[str], what: str) -> str:
         try:
-            check_written_by(recorded, what)
+            check_written_by(recorded, what, None if marker is None else marker.get("method"))
             return "usable by this version"
         except IncompatibleVersionError as e:
             return f"NOT usable: {e}"

@@ -2,7 +2,8 @@
 
 Each case goes through nnU-Net's own preprocessing for the trained configuration (cropping, resampling,
 normalisation), the trained fusion network runs over it with Gaussian-weighted sliding windows of the plan's patch
-size (slice by slice for 2d configurations), and the result is resampled back to the original geometry the way
+size (slice by slice for 2d configurations; tiles on the grid of the network's stride, so that the result does not
+depend on the tile step), and the result is resampled back to the original geometry the way
 nnU-Net exports predictions (linear resampling, cropping reverted, axes transposed back). The file has the size,
 spacing, origin and direction of the case's first channel, so it opens on top of the originals in any viewer.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,21 +23,29 @@ class ExportError(RuntimeError):
 
 
 def sliding_window_fuse(fusion: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor,
-                        patch_size: Sequence[int], step: float = 0.5) -> torch.Tensor:
+                        patch_size: Sequence[int], step: float = 0.5,
+                        alignment: Optional[Sequence[int]] = None) -> torch.Tensor:
     """fusion over data (N, *spatial) → (*spatial), tiles of patch_size blended with nnU-Net's Gaussian weights.
-    A 2D patch on 3D data runs slice by slice along the first axis."""
+    A 2D patch on 3D data runs slice by slice along the first axis. With ``alignment`` (per axis, e.g. the fusion
+    network's stride) every tile starts at a multiple of it, so the tiles share one grid of the network's strided
+    convolutions and overlapping tiles agree (the data is zero-padded at the end to a multiple of it)."""
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 
     if data.ndim - 1 == len(patch_size) + 1:
-        return torch.stack([sliding_window_fuse(fusion, data[:, z], patch_size, step) for z in range(data.shape[1])])
+        return torch.stack([sliding_window_fuse(fusion, data[:, z], patch_size, step, alignment)
+                            for z in range(data.shape[1])])
     shape = list(data.shape[1:])
-    padded_shape = [max(s, p) for s, p in zip(shape, patch_size)]
+    alignment = [a if a and p % a == 0 else 1 for a, p in zip(alignment or [1] * len(shape), patch_size)]
+    padded_shape = [-(-max(s, p) // a) * a for s, p, a in zip(shape, patch_size, alignment)]
     padding = [x for s, p in zip(reversed(shape), reversed(padded_shape)) for x in (0, p - s)]
     data = F.pad(data, padding)
     gaussian = compute_gaussian(tuple(patch_size), value_scaling_factor=10, dtype=torch.float32, device=data.device)
     fused = torch.zeros(padded_shape, device=data.device)
     weight = torch.zeros(padded_shape, device=data.device)
-    for starts in itertools.product(*compute_steps_for_sliding_window(tuple(padded_shape), tuple(patch_size), step)):
+    # nnU-Net's tile starts on the grid of multiples of the alignment: they cover the image as nnU-Net's do
+    grid_steps = compute_steps_for_sliding_window(tuple(s // a for s, a in zip(padded_shape, alignment)),
+                                                  tuple(p // a for p, a in zip(patch_size, alignment)), step)
+    for starts in itertools.product(*([s * a for s in steps] for steps, a in zip(grid_steps, alignment))):
         window = tuple(slice(s, s + p) for s, p in zip(starts, patch_size))
         with torch.no_grad():
             fused[window] += fusion(data[(slice(None), *window)][None])[0, 0].float() * gaussian
@@ -46,8 +55,9 @@ def sliding_window_fuse(fusion: Callable[[torch.Tensor], torch.Tensor], data: to
 
 def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fold: int,
                  checkpoint_name: str = "checkpoint_final.pth", device: torch.device = torch.device("cpu"),
-                 log: Callable[[str], None] = print) -> List[Path]:
-    """Write output_folder/CASE<file_ending> (float32 in [0, 1]) for every case of input_folder; returns the paths."""
+                 step: float = 0.5, log: Callable[[str], None] = print) -> List[Path]:
+    """Write output_folder/CASE<file_ending> (float32 in [0, 1]) for every case of input_folder; returns the paths.
+    ``step``: the tiles' step as a fraction of the patch (nnUNetv2_predict's -step_size)."""
     import SimpleITK as sitk
     from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -56,6 +66,8 @@ def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fo
     from nnunet_fuse.atomic_files import replaced_atomically
     from nnunet_fuse.input_check import check_prediction_inputs
 
+    if not 0 < step <= 1:
+        raise ExportError(f"the tile step must be in (0, 1] (a fraction of the patch size), got {step}")
     if not (Path(model_folder) / f"fold_{fold}" / checkpoint_name).is_file():
         raise ExportError(f"no {checkpoint_name} in {Path(model_folder) / f'fold_{fold}'}; train that fold first "
                           f"(nnUNetv2_train ... -tr nnUNetTrainerFuse4Seg -p nnUNetFuse4SegPlans)")
@@ -77,7 +89,8 @@ def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fo
     for i, (case, files) in enumerate(cases.items(), 1):
         log(f"[{i}/{len(cases)}] fusing {case}")
         data, _, properties = preprocessor.run_case([str(f) for f in files], None, plans_manager, cm, dataset_json)
-        fused = sliding_window_fuse(network.fusion, torch.from_numpy(data).to(device), cm.patch_size)
+        fused = sliding_window_fuse(network.fusion, torch.from_numpy(data).to(device), cm.patch_size, step,
+                                    network.fusion.downsample)
         spacing_transposed = [properties["spacing"][j] for j in plans_manager.transpose_forward]
         shape_before_resampling = properties["shape_after_cropping_and_before_resampling"]
         current_spacing = cm.spacing if len(cm.spacing) == len(shape_before_resampling) \

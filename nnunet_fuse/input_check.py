@@ -144,7 +144,7 @@ def check_prediction_inputs(model_folder: PathLike, input_folder: PathLike, conf
     """What ``nnUNetv2_predict`` needs, checked against a trained model folder (nnUNet_results/Dataset/TRAINER__PLANS__
     CONFIGURATION): its dataset.json and plans.json, a readable checkpoint for each fold, and the input folder
     (check_case_folder). Returns {case: [channel files]}."""
-    from nnunet_fuse.compatibility import IncompatibleVersionError, check_plans_written_by
+    from nnunet_fuse.compatibility import IncompatibleVersionError, check_plans_written_by, plans_method
     from nnunet_fuse.training.checkpoints import read_checkpoint
 
     model_folder = Path(model_folder)
@@ -166,7 +166,7 @@ def check_prediction_inputs(model_folder: PathLike, input_folder: PathLike, conf
             raise InputError(f"no {checkpoint_name} for fold {fold} in {model_folder}; train that fold or choose the "
                              f"trained folds with -f")
         try:
-            read_checkpoint(checkpoint)
+            read_checkpoint(checkpoint, plans_method(plans))
         except RuntimeError as e:
             raise InputError(str(e)) from e
     channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))

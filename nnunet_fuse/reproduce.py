@@ -10,6 +10,11 @@ one after every epoch). Datasets with several cases per patient (ACDC) are train
 (nnunet_fuse.splits), and a training made on other folds is refused. The report merges with an earlier report of the
 same comparison in the output folder (methods of this run replace their rows, the others stay), and files there that
 reproduce did not write are never replaced.
+
+With ``curve`` (budgets that keep snapshots, budgets.SNAPSHOT_EPOCHS) every snapshot of a fold is validated like
+the final network (nnUNetv2_predict -chk on the fold's validation cases, nnU-Net's evaluator; cached in
+fold_X/curve/iteration_N/), so that the report has validation Dice against iterations: a table with the mean ± sd
+over folds, which differences are larger than the fold-to-fold spread, and learning_curves.png.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from nnunet_fuse.input_check import read_json
 from nnunet_fuse.planning import (MARKER_KEY, PlanningError, check_input_channels, count_parameters,
                                   find_dataset_folder, load_overlay, variant_plans_name, write_plans_variant)
 from nnunet_fuse.reporting import format_table
-from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
+from nnunet_fuse.budgets import BUDGETS, RECORD_FILE, SNAPSHOT_EPOCHS, SNAPSHOT_FILE
 from nnunet_fuse.splits import SplitError, ensure_patient_grouped_split
 
 
@@ -47,6 +52,7 @@ class Method:
 METHODS: Dict[str, Method] = {
     "nnunet": Method("nnU-Net default", None, "nnUNetTrainer"),
     "fuseunet": Method("FuseUNet", "fuseunet", "nnUNetTrainerFuseUNet"),
+    "fuseunet-ds": Method("FuseUNet + deep supervision", "fuseunet", "nnUNetTrainerFuseUNetDS"),
     "fuse4seg": Method("Fuse4Seg", "fuse4seg", "nnUNetTrainerFuse4Seg"),
     "hifuse": Method("HiFuse", "hifuse", "nnUNetTrainerHiFuse"),
 }
@@ -178,6 +184,50 @@ def fold_result(fold_folder: Path, dataset_json: dict) -> dict:
             "peak_memory_mb": record.get("peak_memory_mb"), "peak_memory_kind": record.get("peak_memory_kind")}
 
 
+def snapshot_iterations(fold_folder: Path) -> List[int]:
+    """Iterations of the snapshots (checkpoint_iteration_N.pth) a budget trainer kept in fold_folder, ascending."""
+    pattern = re.compile("^" + re.escape(SNAPSHOT_FILE).replace(r"\{\}", r"(\d+)") + "$")
+    found = (pattern.match(f.name) for f in fold_folder.glob(SNAPSHOT_FILE.format("*")))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def validation_inputs(raw: Path, dataset_json: dict, cases: Sequence[str], folder: Path) -> Path:
+    """A folder of links to the raw images of ``cases`` (every channel), as nnUNetv2_predict -i reads them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ending = dataset_json["file_ending"]
+    for case in cases:
+        for channel in range(len(dataset_json["channel_names"])):
+            link = folder / f"{case}_{channel:04d}{ending}"
+            if not link.is_symlink():
+                link.symlink_to((raw / "imagesTr" / link.name).resolve())
+    return folder
+
+
+def learning_curve(title: str, fold_folder: Path, fold: int, final_iterations: int, predict: Sequence[str], raw: Path,
+                   dataset_json: dict, plans_file: Path, validation_cases: Sequence[str], env: Dict[str, str],
+                   log: Path, n_processes: int) -> Dict[int, float]:
+    """{iterations: mean foreground Dice on the fold's validation cases} for every snapshot of the training and its
+    final network (nnU-Net's own validation). A snapshot is predicted with nnUNetv2_predict -chk (the trainer's
+    mirroring, as the final validation) and evaluated with nnU-Net's evaluator, once: fold/curve/iteration_N/."""
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder2, load_summary_json
+
+    curve = {}
+    inputs = None
+    for iterations in snapshot_iterations(fold_folder):
+        out = fold_folder / "curve" / f"iteration_{iterations}"
+        if not (out / "summary.json").is_file():
+            inputs = inputs or validation_inputs(raw, dataset_json, validation_cases, fold_folder / "curve" / "input")
+            run_step(f"{title}: validating the snapshot after {iterations} iterations",
+                     [*predict, "-i", str(inputs), "-o", str(out), "-f", str(fold), "-chk",
+                      SNAPSHOT_FILE.format(iterations), "-npp", str(n_processes), "-nps", str(n_processes)], env, log)
+            compute_metrics_on_folder2(str(raw / "labelsTr"), str(out), str(raw / "dataset.json"), str(plans_file),
+                                       str(out / "summary.json"), num_processes=n_processes, chill=True)
+        curve[iterations] = float(load_summary_json(str(out / "summary.json"))["foreground_mean"]["Dice"])
+    final = fold_folder / "validation" / "summary.json"
+    curve[final_iterations] = float(load_summary_json(str(final))["foreground_mean"]["Dice"])
+    return curve
+
+
 def published_reference(dataset_name: str) -> Optional[dict]:
     for pattern, name, dice in PUBLISHED:
         if pattern.search(dataset_name):
@@ -207,10 +257,13 @@ def method_plans(preprocessed_root: Path, dataset_id: int, overlay: Optional[str
 
 def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds: Sequence[int], budget: str,
               device: str, env: Dict[str, str], out_folder: Optional[Path] = None,
-              n_processes: Optional[int] = None) -> dict:
+              n_processes: Optional[int] = None, curve: bool = False) -> dict:
     """Run (or resume) the comparison; returns the report dict also written as results.json in out_folder."""
     if budget not in BUDGETS:
         raise ReproduceError(f"unknown budget '{budget}'; one of {', '.join(BUDGETS)}")
+    if curve and budget not in SNAPSHOT_EPOCHS:
+        raise ReproduceError(f"budget '{budget}' keeps no snapshots to draw a learning curve from; --curve needs one "
+                             f"of {', '.join(SNAPSHOT_EPOCHS)}")
     folders = nnunet_folders(env)
     raw = raw_dataset_folder(folders["nnUNet_raw"], dataset_id)
     dataset_json = read_json(raw / "dataset.json")
@@ -267,6 +320,13 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
                     run_step(f"{title}: {what} ({budget}: {epochs} epochs × {iterations} iterations)",
                              command + (["--c"] if state == "continue" else []), env, log)
             per_fold[fold] = fold_result(fold_folder, dataset_json)
+            if curve:
+                splits = json.loads((preprocessed / "splits_final.json").read_text())
+                predict = [nnunet_command("nnUNetv2_predict"), "-d", str(dataset_id), "-c", configuration, "-tr",
+                           trainer, "-p", plans_name, "-device", device]
+                per_fold[fold]["curve"] = learning_curve(
+                    title, fold_folder, fold, epochs * iterations, predict, raw, dataset_json,
+                    preprocessed / f"{plans_name}.json", splits[fold]["val"], env, log, n_processes)
         params = count_parameters(preprocessed / f"{plans_name}.json", preprocessed / "dataset.json", configuration)
         rows.append(summarise(key, method.label, trainer, plans_name, per_fold, params,
                               batch_and_patch(preprocessed / f"{plans_name}.json", configuration)))
@@ -283,7 +343,7 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
 
 
 WRITTEN_BY = "nnunet-fuse reproduce"
-REPORT_FILES = ("results.json", "results.md", "results.png")
+REPORT_FILES = ("results.json", "results.md", "results.png", "learning_curves.png")
 
 
 def earlier_report(out_folder: Path, dataset: str, configuration: str, budget: str) -> Optional[dict]:
@@ -338,13 +398,81 @@ def summarise(key: str, label: str, trainer: str, plans_name: str, per_fold: Dic
         values = [v for v in values if v is not None]
         return float(np.mean(values)) if values else None
 
+    curves = [f["curve"] for f in folds if f.get("curve")]
     return {"method": key, "label": label, "trainer": trainer, "plans": plans_name, "folds": sorted(per_fold),
+            "curve": curve_summary(curves) if len(curves) == len(folds) else None,
             "dice": {n: mean(f["dice"][n] for f in folds) for n in names},
             "hd95": {n: mean(f["hd95"][n] for f in folds) for n in names},
             **{field: mean(f[field] for f in folds)
                for field in ("mean_dice", "mean_hd95", "train_seconds", "peak_memory_mb")},
             "peak_memory_kind": folds[0]["peak_memory_kind"],
             "parameters": params, **batch_patch, "per_fold": {str(k): v for k, v in per_fold.items()}}
+
+
+def curve_summary(curves: Sequence[Dict[int, float]]) -> List[dict]:
+    """Per fold {iterations: Dice} → [{"iterations", "mean_dice", "sd" (over folds; None for one fold), "folds"}]
+    at the iterations every fold has."""
+    shared = sorted(set.intersection(*(set(int(i) for i in c) for c in curves)))
+    points = []
+    for iterations in shared:
+        values = [c[iterations] for c in curves]
+        points.append({"iterations": iterations, "mean_dice": float(np.mean(values)),
+                       "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None, "folds": len(values)})
+    return points
+
+
+def curve_table(rows: List[dict]) -> str:
+    """Validation Dice against iterations, mean ± sd over folds, and each method's difference from the first
+    method's, marked where it is larger than both methods' fold-to-fold spread."""
+    rows = [r for r in rows if r.get("curve")]
+    reference = rows[0]
+    by_iterations = [{p["iterations"]: p for p in r["curve"]} for r in rows]
+    table = [["iterations", *[r["label"] for r in rows], *[f"{r['label']} − {reference['label']}" for r in rows[1:]]]]
+    for iterations in sorted(set.union(*(set(points) for points in by_iterations))):
+        points = [points.get(iterations) for points in by_iterations]
+        cells = ["—" if p is None else f"{p['mean_dice']:.3f}" + ("" if p["sd"] is None else f" ± {p['sd']:.3f}")
+                 for p in points]
+        for p in points[1:]:
+            if p is None or points[0] is None:
+                cells.append("—")
+                continue
+            difference = p["mean_dice"] - points[0]["mean_dice"]
+            if p["sd"] is None or points[0]["sd"] is None:
+                verdict = "one fold: no spread"
+            else:
+                verdict = "beyond" if abs(difference) > max(p["sd"], points[0]["sd"]) else "within"
+                verdict += " the fold spread"
+            cells.append(f"{difference:+.3f} ({verdict})")
+        table.append([str(iterations), *cells])
+    return format_table(table)
+
+
+def plot_curves(report: dict, png: Path) -> None:
+    """Mean validation Dice against iterations per method, ± sd over folds shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in report["methods"]:
+        if not r.get("curve"):
+            continue
+        x = np.array([p["iterations"] for p in r["curve"]])
+        mean = np.array([p["mean_dice"] for p in r["curve"]])
+        line, = ax.plot(x, mean, marker="o", label=r["label"])
+        sd = np.array([np.nan if p["sd"] is None else p["sd"] for p in r["curve"]])
+        if not np.isnan(sd).all():
+            ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("training iterations")
+    ax.set_ylabel("validation mean Dice (foreground)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"{report['dataset']} {report['configuration']}, folds {report['folds']}: mean ± sd over folds")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
 
 
 def report_table(report: dict) -> str:
@@ -378,10 +506,20 @@ def write_report(report: dict, out_folder: Path) -> None:
             f"Dice: nnU-Net's evaluator on each fold's validation cases (nnUNetv2_train's final validation), mean "
             f"over the row's folds. HD95: mean over labels/regions of the mean over cases (nnunet_fuse.metrics; cases "
             f"where one mask is empty left out). Train: the training loop only. Peak memory: {kind}.\n")
+    curves = any(r.get("curve") for r in report["methods"])
+    if curves:
+        text += (f"\n## Validation Dice against iterations\n\n{curve_table(report['methods'])}\n\nMean foreground Dice "
+                 f"on each fold's validation cases of the training's snapshots (nnUNetv2_predict -chk, nnU-Net's "
+                 f"evaluator) and of its final network, mean ± sd over the folds. A difference is beyond the fold "
+                 f"spread when it is larger than both methods' sd over folds. Plot: learning_curves.png.\n")
     write_text_atomically(out_folder / "results.md", text)
     with replaced_atomically(out_folder / "results.png") as png:
         plot_report(report, png)
-    print("\n" + text + f"\nwrote {out_folder / 'results.md'}, results.json, results.png", flush=True)
+    if curves:
+        with replaced_atomically(out_folder / "learning_curves.png") as png:
+            plot_curves(report, png)
+    print("\n" + text + f"\nwrote {out_folder / 'results.md'}, results.json, results.png"
+          + (", learning_curves.png" if curves else ""), flush=True)
 
 
 def plot_report(report: dict, png: Path) -> None:

@@ -206,8 +206,9 @@ def test_real_brats_cases_convert_train_predict_export(tmp_path):
         (inputs / name).symlink_to(tmp_path / "nnUNet_raw" / "Dataset138_BraTS2015" / "imagesTr" / name)
     run([nnunet_command("nnUNetv2_predict"), "-i", str(inputs), "-o", str(tmp_path / "seg"), "-d", "138", "-c", "2d",
          "-f", "0", "-tr", trainer, "-p", plans_name, "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"], env)
-    run([str(BIN / "nnunet-fuse"), "export-fused", "-i", str(inputs), "-o", str(tmp_path / "fused"), "-d", "138",
-         "-c", "2d", "-tr", trainer, "-p", plans_name, "-device", "cpu"], env)
+    for step, folder in ((0.5, "fused"), (0.2, "fused_step_0.2")):
+        run([str(BIN / "nnunet-fuse"), "export-fused", "-i", str(inputs), "-o", str(tmp_path / folder), "-d", "138",
+             "-c", "2d", "-tr", trainer, "-p", plans_name, "-device", "cpu", "-step_size", str(step)], env)
     flair = sitk.ReadImage(str(inputs / f"{case}_0000.nii.gz"))
     segmentation = sitk.ReadImage(str(tmp_path / "seg" / f"{case}.nii.gz"))
     fused = sitk.ReadImage(str(tmp_path / "fused" / f"{case}.nii.gz"))
@@ -217,6 +218,12 @@ def test_real_brats_cases_convert_train_predict_export(tmp_path):
     assert set(np.unique(sitk.GetArrayFromImage(segmentation))) <= {0, 1, 2, 3}
     values = sitk.GetArrayFromImage(fused)
     assert values.min() >= 0 and values.max() <= 1 and values.std() > 0
+    # tile-independent fusion: another tile step gives the same image, up to the tiles' borders (which see zero
+    # padding) that the Gaussian weights let through where tiles overlap (2026-12-02: median 1.5e-5, mean 7.0e-4;
+    # the 0.2 network, per-tile instance norms and attention: mean 5.9e-3, max 0.13)
+    other = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "fused_step_0.2" / f"{case}.nii.gz")))
+    difference = np.abs(other - values)
+    assert np.median(difference) < 1e-4 and difference.mean() < 2e-3, (np.median(difference), difference.mean())
 
 
 def write_brats2021_layout(folder: Path, n_cases: int, shape=(12, 32, 32), seed: int = 5) -> Path:

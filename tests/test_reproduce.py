@@ -16,7 +16,9 @@ BIN = Path(sys.executable).parent
 def test_parse_methods():
     assert parse_methods("nnunet, FuseUNet") == ["nnunet", "fuseunet"]
     assert parse_methods("nnunet,fuse4seg,hifuse") == ["nnunet", "fuse4seg", "hifuse"]
-    with pytest.raises(ReproduceError, match="unknown method 'unet'.*available: nnunet, fuseunet, fuse4seg, hifuse"):
+    assert parse_methods("nnunet,fuseunet-ds") == ["nnunet", "fuseunet-ds"]
+    with pytest.raises(ReproduceError, match="unknown method 'unet'.*available: nnunet, fuseunet, fuseunet-ds, "
+                                             "fuse4seg, hifuse"):
         parse_methods("unet")
     with pytest.raises(ReproduceError, match="twice"):
         parse_methods("nnunet,nnunet")
@@ -72,8 +74,9 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
     assert not (fuse_fold / "checkpoint_final.pth").exists()
     assert [m["method"] for m in json.loads((out / "results.json").read_text())["methods"]] == ["nnunet"]
 
-    # rerun: nnU-Net's finished training is not redone, FuseUNet's continues from its last finished epoch
-    second = run(command + ["--methods", "nnunet,fuseunet"], env)
+    # rerun: nnU-Net's finished training is not redone, FuseUNet's continues from its last finished epoch; with
+    # --curve both trainings' snapshots (after epoch 1 of 2: 4 iterations) are validated as well
+    second = run(command + ["--methods", "nnunet,fuseunet", "--curve"], env)
     assert "nnU-Net default, fold 0: finished earlier, not retrained" in second.stdout
     assert "FuseUNet, fold 0: continuing from its latest checkpoint" in second.stdout
     resumed_log = second.stdout.split("FuseUNet, fold 0: continuing")[1]
@@ -101,11 +104,31 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
     assert "| batch" in table and " × " in table
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # learning curves: the snapshot after 4 iterations (saved on resume where the interruption came before it) and
+    # the final network, validated on the fold's validation cases; the last point is nnU-Net's own validation
+    validation_cases = json.loads((workdir / "nnUNet_preprocessed" / raw.name / "splits_final.json").read_text())[0]
+    for row, fold in ((rows["nnunet"], nnunet_fold), (rows["fuseunet"], fuse_fold)):
+        assert (fold / "checkpoint_iteration_4.pth").is_file()
+        assert [p["iterations"] for p in row["curve"]] == [4, 8]
+        assert row["curve"][-1]["mean_dice"] == pytest.approx(row["mean_dice"])
+        assert all(0 <= p["mean_dice"] <= 1 and p["sd"] is None and p["folds"] == 1 for p in row["curve"])
+        snapshot = json.loads((fold / "curve" / "iteration_4" / "summary.json").read_text())
+        assert sorted(Path(c["prediction_file"]).name for c in snapshot["metric_per_case"]) == sorted(
+            f"{case}.nii.gz" for case in validation_cases["val"])
+        assert row["curve"][0]["mean_dice"] == pytest.approx(snapshot["foreground_mean"]["Dice"])
+    for method in ("[1/2] nnU-Net default", "[2/2] FuseUNet"):
+        assert second.stdout.count(f"=== {method}, fold 0: validating the snapshot after 4 iterations") == 1
+    table = (out / "results.md").read_text()
+    assert "## Validation Dice against iterations" in table and "FuseUNet − nnU-Net default" in table
+    assert "(one fold: no spread)" in table
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
     # a finished training whose validation is missing gets only nnU-Net's validation, not a new training
     fuse_checkpoint_time = (fuse_fold / "checkpoint_final.pth").stat().st_mtime_ns
     (fuse_fold / "validation" / "summary.json").unlink()
-    third = run(command + ["--methods", "fuseunet"], env)
+    third = run(command + ["--methods", "fuseunet", "--curve"], env)
     assert "FuseUNet, fold 0: validation of the finished training" in third.stdout
+    assert "validating the snapshot" not in third.stdout  # validated once, read back since
     assert (fuse_fold / "checkpoint_final.pth").stat().st_mtime_ns == fuse_checkpoint_time
     assert (fuse_fold / "validation" / "summary.json").is_file()
     # the one-method run merged into the report instead of replacing it
@@ -122,6 +145,9 @@ def test_reproduce_cli_errors(planned_dataset):
     result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--methods", "fuse4seg"],
                  env, check=False)
     assert result.returncode == 2 and "needs at least 2 image channels" in result.stderr
+    result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--budget", "small",
+                  "--curve"], env, check=False)
+    assert result.returncode == 2 and "budget 'small' keeps no snapshots" in result.stderr
     result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", "555", "-c", "2d"], env, check=False)
     assert result.returncode == 2 and "Dataset555_*" in result.stderr and "convert it first" in result.stderr
     result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "3d_lowres"], env, check=False)

@@ -1,11 +1,16 @@
 """Fuse4Seg's fusion network: N modalities → one image in [0, 1], 2D and 3D (DESIGN.md §3).
 
 Per modality (shared weights): rescaling to [0, 1] with the dataset's per-channel ranges → a full-resolution stem
-conv and a (strided) conv → a base branch (global context by transposed, channel-wise attention: cost linear in the
-number of voxels) and a detail branch (invertible coupling blocks with depthwise convs). Base and detail features
+conv and a (strided) conv → a base branch (context by convolutional modulation, Conv2Former's attention) and a detail
+branch (invertible coupling blocks with depthwise convs). Base and detail features
 are averaged over modalities (so any N ≥ 2 works with the same weights), refined once more, upsampled, merged with
 the modalities' mean full-resolution stem, and decoded to one channel through a sigmoid. ``reconstruct`` decodes each
 modality from its own features (the pre-training stage).
+
+Tile-independent: no operation takes statistics across voxels (no instance norms: the base and coupling blocks
+normalise their branches with layer norms over each voxel's channels; a local modulation instead of CDDFuse's
+transposed attention; dataset-wide intensity ranges), so a voxel's fused value is the same in every sliding-window tile that holds its
+receptive field on the same grid of the network's stride.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Type, Union
 
 import numpy as np
 import torch
-from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim, get_matching_instancenorm
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from torch import nn
 
 from nnunet_fuse.activation_checkpoint import run_block
@@ -68,61 +73,74 @@ def _conv(conv_op: Type[nn.Module], c_in: int, c_out: int, kernel: int = 3, grou
     return conv_op(c_in, c_out, kernel_size=kernel, padding=kernel // 2, groups=groups, stride=stride)
 
 
+class ChannelLayerNorm(nn.Module):
+    """Layer norm over the channels of each voxel (Restormer's, ConvNeXt's), affine: (B, C, *S) → (B, C, *S).
+    Unlike an instance norm it takes no statistics across voxels, so a voxel's output does not depend on the patch or
+    tile it is computed in."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.layer_norm(x.movedim(1, -1), (x.shape[1],), self.weight, self.bias,
+                                        self.eps).movedim(-1, 1)
+
+
 class ConvBlock(nn.Sequential):
-    """conv 3 (stride) → instance norm → LeakyReLU: (B, c_in, *S) → (B, c_out, *ceil(S / stride))."""
+    """conv 3 (stride) → LeakyReLU: (B, c_in, *S) → (B, c_out, *ceil(S / stride)). No norm on the main path: an
+    instance norm takes statistics over the tile, and a layer norm over the channels of each voxel discards the
+    voxel's magnitude, i.e. the intensity the fused image is made of (with one, the segmentation of the synthetic
+    two-modality test data stayed at Dice 0 where it learns without). The base blocks normalise their branches only."""
 
     def __init__(self, conv_op: Type[nn.Module], c_in: int, c_out: int, stride: Union[int, Sequence[int]] = 1):
-        super().__init__(_conv(conv_op, c_in, c_out, stride=stride),
-                         get_matching_instancenorm(conv_op)(c_out, affine=True), nn.LeakyReLU(0.01, inplace=True))
+        super().__init__(_conv(conv_op, c_in, c_out, stride=stride), nn.LeakyReLU(0.01, inplace=True))
 
 
-class TransposedAttention(nn.Module):
-    """Multi-head attention across channels (Restormer's MDTA): the attention map is (C/h × C/h) per head, so the
-    cost is linear in the number of voxels. (B, C, *S) → (B, C, *S)."""
+class ConvModulation(nn.Module):
+    """Convolutional modulation (Conv2Former, Hou et al., TPAMI 2024), the base branch's attention: a large-kernel
+    depthwise conv of one projection weights another voxel by voxel, project(dwconv_k(GELU(a(x))) ⊙ v(x)). Its context
+    is a k^d neighbourhood (at the working resolution), so the output at a voxel is the same in every tile that holds
+    the neighbourhood, where the transposed (channel) attention of Restormer/CDDFuse took statistics over the whole
+    tile. (B, C, *S) → (B, C, *S)."""
 
-    def __init__(self, conv_op: Type[nn.Module], channels: int, heads: int = 2):
+    def __init__(self, conv_op: Type[nn.Module], channels: int, kernel: int = 7):
         super().__init__()
-        if channels % heads:
-            raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
-        self.heads = heads
-        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
-        self.qkv = _conv(conv_op, channels, 3 * channels, kernel=1)
-        self.qkv_depthwise = _conv(conv_op, 3 * channels, 3 * channels, groups=3 * channels)
+        self.gate = nn.Sequential(_conv(conv_op, channels, channels, kernel=1), nn.GELU(),
+                                  _conv(conv_op, channels, channels, kernel=kernel, groups=channels))
+        self.value = _conv(conv_op, channels, channels, kernel=1)
         self.project = _conv(conv_op, channels, channels, kernel=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c = x.shape[:2]
-        q, k, v = self.qkv_depthwise(self.qkv(x)).flatten(2).reshape(b, 3, self.heads, c // self.heads, -1).unbind(1)
-        q = nn.functional.normalize(q, dim=-1)
-        k = nn.functional.normalize(k, dim=-1)
-        attention = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)  # (B, heads, C/h, C/h)
-        return self.project((attention @ v).reshape(x.shape))
+        return self.project(self.gate(x) * self.value(x))
 
 
 class BaseBlock(nn.Module):
-    """Low-frequency branch block: x + attention(norm x), then x + depthwise-conv feed-forward(norm x)."""
+    """Low-frequency branch block: x + modulation(norm x), then x + depthwise-conv feed-forward(norm x)."""
 
-    def __init__(self, conv_op: Type[nn.Module], channels: int, heads: int = 2, expansion: int = 2):
+    def __init__(self, conv_op: Type[nn.Module], channels: int, expansion: int = 2):
         super().__init__()
-        norm = get_matching_instancenorm(conv_op)
         hidden = channels * expansion
-        self.norm1, self.norm2 = norm(channels, affine=True), norm(channels, affine=True)
-        self.attention = TransposedAttention(conv_op, channels, heads)
+        self.norm1, self.norm2 = ChannelLayerNorm(channels), ChannelLayerNorm(channels)
+        self.modulation = ConvModulation(conv_op, channels)
         self.feed_forward = nn.Sequential(_conv(conv_op, channels, hidden, kernel=1), nn.GELU(),
                                           _conv(conv_op, hidden, hidden, groups=hidden), nn.GELU(),
                                           _conv(conv_op, hidden, channels, kernel=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.norm1(x))
+        x = x + self.modulation(self.norm1(x))
         return x + self.feed_forward(self.norm2(x))
 
 
 class DepthwiseResidual(nn.Sequential):
-    """1×1 expand → ReLU6 → depthwise 3 → ReLU6 → 1×1 project (the coupling functions φ, ρ, η)."""
+    """channel layer norm → 1×1 expand → ReLU6 → depthwise 3 → ReLU6 → 1×1 project (the coupling functions φ, ρ, η).
+    The norm keeps the ReLU6s alive whatever the scale and offset of the (unnormalised) features they read."""
 
     def __init__(self, conv_op: Type[nn.Module], channels: int, expansion: int = 2):
         hidden = channels * expansion
-        super().__init__(_conv(conv_op, channels, hidden, kernel=1), nn.ReLU6(inplace=True),
+        super().__init__(ChannelLayerNorm(channels), _conv(conv_op, channels, hidden, kernel=1), nn.ReLU6(inplace=True),
                          _conv(conv_op, hidden, hidden, groups=hidden), nn.ReLU6(inplace=True),
                          _conv(conv_op, hidden, channels, kernel=1))
 
@@ -174,7 +192,7 @@ class FusionNetwork(nn.Module):
     """
 
     def __init__(self, conv_op: Type[nn.Module], channels: int = 16, base_blocks: int = 1, detail_blocks: int = 2,
-                 heads: int = 2, downsample: Optional[Sequence[int]] = None, activation_checkpointing: bool = False,
+                 downsample: Optional[Sequence[int]] = None, activation_checkpointing: bool = False,
                  intensity_ranges: Optional[Sequence[Sequence[float]]] = None):
         super().__init__()
         self.conv_op = conv_op
@@ -187,9 +205,9 @@ class FusionNetwork(nn.Module):
         self.rescale = RobustRescale(intensity_ranges)
         self.encoder = nn.Sequential(ConvBlock(conv_op, 1, channels),  # the stem, then the (strided) conv
                                      ConvBlock(conv_op, channels, channels, stride=self.downsample or 1))
-        self.base = nn.Sequential(*(BaseBlock(conv_op, channels, heads) for _ in range(base_blocks)))
+        self.base = nn.Sequential(*(BaseBlock(conv_op, channels) for _ in range(base_blocks)))
         self.detail = nn.Sequential(*(InvertibleCoupling(conv_op, channels) for _ in range(detail_blocks)))
-        self.fuse_base = BaseBlock(conv_op, channels, heads)
+        self.fuse_base = BaseBlock(conv_op, channels)
         self.fuse_detail = InvertibleCoupling(conv_op, channels)
         # at the working resolution: base and detail → channels, then linear upsampling (ode.resample: F.interpolate's
         # maths without its scatter-add CUDA backward; no transposed conv: its kernel = stride gave a checkerboard)
@@ -236,20 +254,23 @@ class FusionNetwork(nn.Module):
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int], modalities: int) -> int:
         """Elements (one sample, float32) a training forward of ``modalities`` channels keeps for the backward,
-        outputs and the per-modality features (the losses read them) included, in maps of ``channels``, measured
-        per block: stem 2 and decoder 4 (6 when it upsamples) at full resolution; encoder conv 2, base block 22,
-        coupling block 14.5 at the working resolution. With activation checkpointing each part keeps only its
-        inputs and outputs: per modality the stem at full resolution and 3 at the working resolution; fused 4."""
+        outputs and the per-modality features (the losses read them) included, measured per block in maps of
+        ``channels``: stem 1 and decoder 3 (5 when it upsamples) at full resolution; encoder conv 1, base block 17,
+        coupling block 15.5 at the working resolution; plus the mean and 1/sd per voxel of each layer norm (base
+        block: two, coupling block: three). With activation checkpointing each part keeps only its inputs
+        and outputs: per modality the rescaled input and the stem at full resolution and 3 maps at the working
+        resolution; fused 4."""
         full = int(np.prod(input_size, dtype=np.int64))
         working = full // int(np.prod(self.downsample)) if self.downsample is not None else full
         skip = self.upsample_projection is not None
         if self.activation_checkpointing:
             maps = modalities * (full + 3 * working) + 4 * working + (full if skip else 0)
-        else:
-            branches = 2 + 22 * len(self.base) + 14.5 * len(self.detail)
-            maps = (modalities * (2 * full + branches * working) + (22 + 14.5) * working
-                    + (6 if skip else 4) * full)
-        return int(maps * self.channels)
+            return int(maps * self.channels + modalities * full)  # + the stem's input, one channel per modality
+        base, detail = len(self.base), len(self.detail)
+        maps = (modalities * (full + (1 + 17 * base + 15.5 * detail) * working) + (17 + 15.5) * working
+                + (5 if skip else 3) * full)
+        norms = 2 * (modalities * (2 * base + 3 * detail) + 2 + 3) * working  # base block: two, coupling: three
+        return int(maps * self.channels + 2 * norms)
 
     def decode_each(self, features: Dict[str, List[torch.Tensor]]) -> torch.Tensor:
         """Every modality decoded from its own features: (B, N, *S) in [0, 1]."""

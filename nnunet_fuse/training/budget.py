@@ -8,7 +8,9 @@ short schedules); ``paper`` is nnU-Net's 1000 × 250 with each method's own lr (
 1e-3). Fuse4Seg keeps its own settings (fusion pre-training for 5 % of the epochs, at least one).
 
 Each saves ``checkpoint_latest.pth`` after every epoch (nnU-Net: every 50th), atomically like all our checkpoints,
-so that ``reproduce`` continues an interrupted training from its last finished epoch, and writes
+so that ``reproduce`` continues an interrupted training from its last finished epoch; on the budgets of
+SNAPSHOT_EPOCHS it keeps a snapshot ``checkpoint_iteration_N.pth`` every so many epochs (N iterations trained, a
+whole checkpoint: nnUNetv2_predict -chk reads it), from which ``reproduce --curve`` draws learning curves; and writes
 ``training_record.json`` beside its checkpoints when training ends: seconds spent in the training loop
 (this run; a resumed run counts from its restart), and peak memory (CUDA: max_memory_allocated; CPU: peak resident
 set size of the training process), and the fold's validation cases.
@@ -25,7 +27,8 @@ from typing import Dict
 import torch
 
 from nnunet_fuse.atomic_files import write_text_atomically
-from nnunet_fuse.budgets import BUDGETS, METHOD_INFIXES, NO_MIRRORING_BUDGETS, RECORD_FILE, budget_trainer_name
+from nnunet_fuse.budgets import (BUDGETS, METHOD_INFIXES, NO_MIRRORING_BUDGETS, RECORD_FILE, SNAPSHOT_EPOCHS,
+                                 SNAPSHOT_FILE, budget_trainer_name)
 from nnunet_fuse.training.checkpoints import SafeCheckpointTrainer
 from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg
 from nnunet_fuse.training.fuseunet import nnUNetTrainerFuseUNet, nnUNetTrainerFuseUNetDS
@@ -62,9 +65,27 @@ class BudgetRecordMixin:
     def on_train_start(self):
         super().on_train_start()
         self._start_epoch = self.current_epoch
+        if self.local_rank == 0 and self.current_epoch == 0:  # a new training: snapshots of an earlier one go
+            for snapshot in Path(self.output_folder).glob(SNAPSHOT_FILE.format("*")):
+                snapshot.unlink()
+        self.save_snapshot(overwrite=False)  # a run interrupted between checkpoint_latest and its snapshot
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self._train_start = time.perf_counter()
+
+    def on_epoch_end(self):
+        super().on_epoch_end()  # nnU-Net saves checkpoint_latest.pth and counts the epoch
+        self.save_snapshot(overwrite=True)
+
+    def save_snapshot(self, overwrite: bool) -> None:
+        """checkpoint_iteration_N.pth when the epochs trained so far are a multiple of the budget's snapshot
+        interval (not after the last epoch: that is checkpoint_final.pth)."""
+        every = SNAPSHOT_EPOCHS.get(self.budget)
+        if not every or self.current_epoch == 0 or self.current_epoch % every or self.current_epoch >= self.num_epochs:
+            return
+        snapshot = Path(self.output_folder) / SNAPSHOT_FILE.format(self.current_epoch * self.num_iterations_per_epoch)
+        if overwrite or not snapshot.is_file():
+            self.save_checkpoint(str(snapshot))
 
     def on_train_end(self):
         if self.local_rank == 0:
