@@ -2,10 +2,11 @@
 
 Each case goes through nnU-Net's own preprocessing for the trained configuration (cropping, resampling,
 normalisation), the trained fusion network runs over it with Gaussian-weighted sliding windows of the plan's patch
-size (slice by slice for 2d configurations; tiles on the grid of the network's stride, so that the result does not
-depend on the tile step), and the result is resampled back to the original geometry the way
-nnU-Net exports predictions (linear resampling, cropping reverted, axes transposed back). The file has the size,
-spacing, origin and direction of the case's first channel, so it opens on top of the originals in any viewer.
+size (slice by slice for 2d configurations; tiles on the grid of the network's stride, each counted only where it
+holds a voxel's whole receptive field, so that the result does not depend on the tile step), and the result is
+resampled back to the original geometry the way nnU-Net exports predictions (linear resampling, cropping reverted,
+axes transposed back). The file has the size, spacing, origin and direction of the case's first channel, so it opens
+on top of the originals in any viewer.
 """
 from __future__ import annotations
 
@@ -23,16 +24,19 @@ class ExportError(RuntimeError):
 
 
 def sliding_window_fuse(fusion: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor,
-                        patch_size: Sequence[int], step: float = 0.5,
-                        alignment: Optional[Sequence[int]] = None) -> torch.Tensor:
+                        patch_size: Sequence[int], step: float = 0.5, alignment: Optional[Sequence[int]] = None,
+                        margin: Optional[Sequence[int]] = None) -> torch.Tensor:
     """fusion over data (N, *spatial) → (*spatial), tiles of patch_size blended with nnU-Net's Gaussian weights.
     A 2D patch on 3D data runs slice by slice along the first axis. With ``alignment`` (per axis, e.g. the fusion
     network's stride) every tile starts at a multiple of it, so the tiles share one grid of the network's strided
-    convolutions and overlapping tiles agree (the data is zero-padded at the end to a multiple of it)."""
+    convolutions (the data is zero-padded at the end to a multiple of it). With ``margin`` (per axis, the network's
+    receptive radius) a tile counts only where it holds a voxel's whole receptive field (its borders inside the image
+    left out), so tiles of a tile-independent network blend to the same value whatever the step; voxels that no tile
+    holds that far inside (where tiles overlap by less than two margins) keep the plain Gaussian blend."""
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 
     if data.ndim - 1 == len(patch_size) + 1:
-        return torch.stack([sliding_window_fuse(fusion, data[:, z], patch_size, step, alignment)
+        return torch.stack([sliding_window_fuse(fusion, data[:, z], patch_size, step, alignment, margin)
                             for z in range(data.shape[1])])
     shape = list(data.shape[1:])
     alignment = [a if a and p % a == 0 else 1 for a, p in zip(alignment or [1] * len(shape), patch_size)]
@@ -40,17 +44,26 @@ def sliding_window_fuse(fusion: Callable[[torch.Tensor], torch.Tensor], data: to
     padding = [x for s, p in zip(reversed(shape), reversed(padded_shape)) for x in (0, p - s)]
     data = F.pad(data, padding)
     gaussian = compute_gaussian(tuple(patch_size), value_scaling_factor=10, dtype=torch.float32, device=data.device)
-    fused = torch.zeros(padded_shape, device=data.device)
-    weight = torch.zeros(padded_shape, device=data.device)
+    fused, weight, inner_fused, inner_weight = (torch.zeros(padded_shape, device=data.device) for _ in range(4))
     # nnU-Net's tile starts on the grid of multiples of the alignment: they cover the image as nnU-Net's do
     grid_steps = compute_steps_for_sliding_window(tuple(s // a for s, a in zip(padded_shape, alignment)),
                                                   tuple(p // a for p, a in zip(patch_size, alignment)), step)
     for starts in itertools.product(*([s * a for s in steps] for steps, a in zip(grid_steps, alignment))):
         window = tuple(slice(s, s + p) for s, p in zip(starts, patch_size))
         with torch.no_grad():
-            fused[window] += fusion(data[(slice(None), *window)][None])[0, 0].float() * gaussian
+            tile = fusion(data[(slice(None), *window)][None])[0, 0].float()
+        fused[window] += tile * gaussian
         weight[window] += gaussian
-    return (fused / weight)[tuple(slice(0, s) for s in shape)]
+        if margin is not None:
+            inner = gaussian.clone()
+            for axis, (start, size, m, total) in enumerate(zip(starts, patch_size, margin, padded_shape)):
+                for border, inside in ((slice(0, m), start > 0), (slice(size - m, size), start + size < total)):
+                    if inside:  # a border inside the image: the tile's zero padding differs from the image there
+                        inner[(slice(None),) * axis + (border,)] = 0
+            inner_fused[window] += tile * inner
+            inner_weight[window] += inner
+    blended = torch.where(inner_weight > 0, inner_fused / inner_weight.clamp_min(1e-30), fused / weight)
+    return blended[tuple(slice(0, s) for s in shape)]
 
 
 def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fold: int,
@@ -90,7 +103,7 @@ def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fo
         log(f"[{i}/{len(cases)}] fusing {case}")
         data, _, properties = preprocessor.run_case([str(f) for f in files], None, plans_manager, cm, dataset_json)
         fused = sliding_window_fuse(network.fusion, torch.from_numpy(data).to(device), cm.patch_size, step,
-                                    network.fusion.downsample)
+                                    network.fusion.downsample, network.fusion.receptive_radius())
         spacing_transposed = [properties["spacing"][j] for j in plans_manager.transpose_forward]
         shape_before_resampling = properties["shape_after_cropping_and_before_resampling"]
         current_spacing = cm.spacing if len(cm.spacing) == len(shape_before_resampling) \

@@ -218,12 +218,10 @@ def test_real_brats_cases_convert_train_predict_export(tmp_path):
     assert set(np.unique(sitk.GetArrayFromImage(segmentation))) <= {0, 1, 2, 3}
     values = sitk.GetArrayFromImage(fused)
     assert values.min() >= 0 and values.max() <= 1 and values.std() > 0
-    # tile-independent fusion: another tile step gives the same image, up to the tiles' borders (which see zero
-    # padding) that the Gaussian weights let through where tiles overlap (2026-12-02: median 1.5e-5, mean 7.0e-4;
-    # the 0.2 network, per-tile instance norms and attention: mean 5.9e-3, max 0.13)
+    # tile-independent fusion: another tile step gives the same image (the 0.2 network, per-tile instance norms and
+    # attention, blended with nnU-Net's plain Gaussian weights: mean difference 5.9e-3, max 0.13)
     other = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "fused_step_0.2" / f"{case}.nii.gz")))
-    difference = np.abs(other - values)
-    assert np.median(difference) < 1e-4 and difference.mean() < 2e-3, (np.median(difference), difference.mean())
+    assert np.abs(other - values).max() < 1e-4
 
 
 def write_brats2021_layout(folder: Path, n_cases: int, shape=(12, 32, 32), seed: int = 5) -> Path:

@@ -97,6 +97,28 @@ def test_fused_value_does_not_depend_on_the_tile(dims):
         whole, tiled = net(x)[0, 0][window], net(x[(slice(None), slice(None), *window)])[0, 0]
     torch.testing.assert_close(tiled[interior], whole[interior], atol=1e-5, rtol=0)
     assert (tiled - whole).abs().max() > 1e-3  # the tile's border sees zero padding: only its interior agrees
+    assert all(m <= r + 4 for m, r in zip(margin, net.receptive_radius()))  # the radius export-fused leaves out
+
+
+def test_export_blend_does_not_depend_on_the_tile_step():
+    """export-fused's blend (tiles on the stride grid, each counted where it holds the receptive field) equals the
+    whole image's fusion for any step whose tiles overlap by two receptive radii; the plain Gaussian blend does not
+    (tile borders see zero padding)."""
+    from nnunet_fuse.architectures import Fuse4SegNet
+    from nnunet_fuse.fused_export import sliding_window_fuse
+
+    torch.manual_seed(0)
+    net = FusionNetwork(nn.Conv2d, channels=8, downsample=(2, 2), intensity_ranges=[[-2.0, 3.0]] * 2)
+    net.apply(Fuse4SegNet.initialize)
+    net.eval()
+    x = torch.randn(2, 150, 170)
+    with torch.no_grad():
+        whole = net(x[None])[0, 0]
+    for step in (0.5, 0.3):
+        blended = sliding_window_fuse(net, x, (96, 96), step, net.downsample, net.receptive_radius())
+        torch.testing.assert_close(blended, whole, atol=1e-5, rtol=0)
+    plain = sliding_window_fuse(net, x, (96, 96), 0.5, net.downsample)
+    assert (plain - whole).abs().max() > 1e-3
 
 
 def test_layer_norm_and_modulation_are_per_voxel_and_local():

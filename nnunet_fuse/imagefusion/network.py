@@ -15,7 +15,7 @@ receptive field on the same grid of the network's stride.
 from __future__ import annotations
 
 import functools
-from typing import Dict, List, Optional, Sequence, Type, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import torch
@@ -93,7 +93,8 @@ class ConvBlock(nn.Sequential):
     """conv 3 (stride) → LeakyReLU: (B, c_in, *S) → (B, c_out, *ceil(S / stride)). No norm on the main path: an
     instance norm takes statistics over the tile, and a layer norm over the channels of each voxel discards the
     voxel's magnitude, i.e. the intensity the fused image is made of (with one, the segmentation of the synthetic
-    two-modality test data stayed at Dice 0 where it learns without). The base blocks normalise their branches only."""
+    two-modality test data stayed at Dice 0 where it learns without). The base and coupling blocks normalise their
+    branches only."""
 
     def __init__(self, conv_op: Type[nn.Module], c_in: int, c_out: int, stride: Union[int, Sequence[int]] = 1):
         super().__init__(_conv(conv_op, c_in, c_out, stride=stride), nn.LeakyReLU(0.01, inplace=True))
@@ -224,6 +225,18 @@ class FusionNetwork(nn.Module):
         if x.dim() != self.dim + 2:
             raise ValueError(f"FusionNetwork ({self.dim}D) expects (B, N, *spatial) with {self.dim} spatial axes, "
                              f"got shape {tuple(x.shape)}")
+
+    def receptive_radius(self) -> Tuple[int, ...]:
+        """Per axis, how far (voxels) from a voxel the input can change its fused value: a tile's output equals the
+        whole image's wherever the tile holds this much around the voxel (on the grid of the stride). Full
+        resolution: stem, strided conv and the decoder's two convs, one voxel each; working resolution (× stride):
+        the longer branch (per base block the modulation's kernel // 2 + the feed-forward's 1; per coupling block
+        φ then ρ/η, 1 each; the fusion blocks included) and the linear upsampling's one voxel."""
+        kernel = self.fuse_base.modulation.gate[-1].kernel_size[0]
+        base = (len(self.base) + 1) * (kernel // 2 + 1)
+        detail = (len(self.detail) + 1) * 2
+        working = max(base, detail) + (1 if self.downsample is not None else 0)
+        return tuple(4 + s * working for s in (self.downsample or (1,) * self.dim))
 
     def features(self, x: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
         self._check(x)
