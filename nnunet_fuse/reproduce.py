@@ -422,10 +422,11 @@ def curve_summary(curves: Sequence[Dict[int, float]]) -> List[dict]:
 
 
 def curve_table(rows: List[dict]) -> str:
-    """Validation Dice against iterations, mean ± sd over folds, and each method's difference from the first
-    method's, marked where it is larger than both methods' fold-to-fold spread."""
+    """Validation Dice against iterations, mean ± sd over folds, and each method's difference from nnU-Net's network
+    (else the first method), marked where it is larger than both methods' fold-to-fold spread."""
     rows = [r for r in rows if r.get("curve")]
-    reference = rows[0]
+    reference = next((r for r in rows if r["method"] == "nnunet"), rows[0])
+    rows = [reference, *(r for r in rows if r is not reference)]
     by_iterations = [{p["iterations"]: p for p in r["curve"]} for r in rows]
     table = [["iterations", *[r["label"] for r in rows], *[f"{r['label']} − {reference['label']}" for r in rows[1:]]]]
     for iterations in sorted(set.union(*(set(points) for points in by_iterations))):

@@ -137,6 +137,24 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
     assert "| nnU-Net default" in (out / "results.md").read_text()
 
 
+def test_learning_curve_table_marks_differences_beyond_the_fold_spread():
+    """Mean ± sd over folds at the iterations every fold has; differences from nnU-Net's network (whatever the
+    order) beyond both methods' sd are marked so, the others within."""
+    from nnunet_fuse.reproduce import curve_summary, curve_table
+
+    fuse = curve_summary([{500: 0.70, 1000: 0.71, 1500: 0.8}, {500: 0.72, 1000: 0.69}])
+    assert [p["iterations"] for p in fuse] == [500, 1000]
+    assert fuse[0]["mean_dice"] == pytest.approx(0.71) and fuse[0]["sd"] == pytest.approx(0.0141421, rel=1e-4)
+    nnunet = curve_summary([{500: 0.50, 1000: 0.70}, {500: 0.52, 1000: 0.75}])
+    table = curve_table([{"method": "fuseunet", "label": "FuseUNet", "curve": fuse},
+                         {"method": "nnunet", "label": "nnU-Net", "curve": nnunet}])
+    lines = table.splitlines()
+    assert lines[0].split("|")[1:-1] == [" iterations ", " nnU-Net       ", " FuseUNet      ",
+                                        " FuseUNet − nnU-Net              "]
+    assert "0.510 ± 0.014" in lines[2] and "+0.200 (beyond the fold spread)" in lines[2]
+    assert "-0.025 (within the fold spread)" in lines[3]
+
+
 def test_reproduce_cli_errors(planned_dataset):
     _, env, _ = planned_dataset
     result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--methods", "hifuse,unet"],

@@ -9,8 +9,8 @@ modality from its own features (the pre-training stage).
 
 Tile-independent: no operation takes statistics across voxels (no instance norms: the base and coupling blocks
 normalise their branches with layer norms over each voxel's channels; a local modulation instead of CDDFuse's
-transposed attention; dataset-wide intensity ranges), so a voxel's fused value is the same in every sliding-window tile that holds its
-receptive field on the same grid of the network's stride.
+transposed attention; dataset-wide intensity ranges), so a voxel's fused value is the same in every sliding-window
+tile that holds its receptive field (``receptive_radius``) on the same grid of the network's stride.
 """
 from __future__ import annotations
 
