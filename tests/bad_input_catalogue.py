@@ -440,6 +440,11 @@ CASES: List[Case] = [
          lambda ws: ws.command("nnunet-fuse", "export-fused", "-i", str(_scans_changed(ws, truncated_scan)), "-o",
                                str(ws.root / "cases" / "export_out"), "-d", str(TINY_ID), "-c", CONFIGURATION,
                                "-tr", TRAINER, "-p", PLANS, "-device", "cpu"), "is not a complete NIfTI image"),
+    Case("export-step-size", "export-fused", "-step_size 0 (a fraction of the patch in (0, 1], as nnU-Net's)",
+         lambda ws: ws.command("nnunet-fuse", "export-fused", "-i", str(ws.good_scans("export_step")), "-o",
+                               str(ws.root / "cases" / "export_step_out"), "-d", str(TINY_ID), "-c", CONFIGURATION,
+                               "-tr", TRAINER, "-p", PLANS, "-device", "cpu", "-step_size", "0"),
+         "the tile step must be in (0, 1]"),
     # ---- profile
     Case("profile-cuda-without-gpu", "profile", "-device cuda on a machine without CUDA",
          lambda ws: ws.command("nnunet-fuse", "profile", "--plans-file", _tiny_plans_file(ws), "-c", CONFIGURATION,
