@@ -94,7 +94,7 @@ def model_versions(model_folder: Union[str, Path]) -> List[Tuple[str, str]]:
 
     def verdict(recorded: Optional[str], what: str) -> str:
         try:
-            check_written_by(recorded, what, None if marker is None else marker.get("method"))
+            check_written_by(recorded, what, method)
             return "usable by this version"
         except IncompatibleVersionError as e:
             return f"NOT usable: {e}"
@@ -103,7 +103,8 @@ def model_versions(model_folder: Union[str, Path]) -> List[Tuple[str, str]]:
     if not (folder / "plans.json").is_file():
         raise IncompatibleVersionError(f"{folder} is not a trained model folder (no plans.json); give "
                                        f"nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION")
-    marker = read_json(folder / "plans.json").get(PLANS_KEY)
+    plans = read_json(folder / "plans.json")
+    marker, method = plans.get(PLANS_KEY), plans_method(plans)
     rows = [(str(folder / "plans.json"),
              "nnU-Net's own plans (no nnunet_fuse network)" if marker is None else
              f"nnunet_fuse {marker.get('version') or 'before 0.2 (no version recorded)'}, method "

@@ -203,12 +203,13 @@ def validation_inputs(raw: Path, dataset_json: dict, cases: Sequence[str], folde
     return folder
 
 
-def learning_curve(title: str, fold_folder: Path, fold: int, final_iterations: int, predict: Sequence[str], raw: Path,
-                   dataset_json: dict, plans_file: Path, validation_cases: Sequence[str], env: Dict[str, str],
-                   log: Path, n_processes: int) -> Dict[int, float]:
-    """{iterations: mean foreground Dice on the fold's validation cases} for every snapshot of the training and its
-    final network (nnU-Net's own validation). A snapshot is predicted with nnUNetv2_predict -chk (the trainer's
-    mirroring, as the final validation) and evaluated with nnU-Net's evaluator, once: fold/curve/iteration_N/."""
+def snapshot_curve(title: str, fold_folder: Path, fold: int, predict: Sequence[str], raw: Path, dataset_json: dict,
+                   plans_file: Path, validation_cases: Sequence[str], env: Dict[str, str], log: Path,
+                   n_processes: int) -> Dict[int, float]:
+    """{iterations: mean foreground Dice on the fold's validation cases} for every snapshot of the training (the
+    final network's point is nnU-Net's own validation, fold_result). A snapshot is predicted with nnUNetv2_predict
+    -chk (the trainer's mirroring, as the final validation) and evaluated with nnU-Net's evaluator, once:
+    fold/curve/iteration_N/."""
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder2, load_summary_json
 
     curve = {}
@@ -223,8 +224,6 @@ def learning_curve(title: str, fold_folder: Path, fold: int, final_iterations: i
             compute_metrics_on_folder2(str(raw / "labelsTr"), str(out), str(raw / "dataset.json"), str(plans_file),
                                        str(out / "summary.json"), num_processes=n_processes, chill=True)
         curve[iterations] = float(load_summary_json(str(out / "summary.json"))["foreground_mean"]["Dice"])
-    final = fold_folder / "validation" / "summary.json"
-    curve[final_iterations] = float(load_summary_json(str(final))["foreground_mean"]["Dice"])
     return curve
 
 
@@ -293,6 +292,7 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
         ensure_patient_grouped_split(preprocessed / "splits_final.json", case_ids, folds)
     except SplitError as e:
         raise ReproduceError(str(e)) from e
+    splits = json.loads((preprocessed / "splits_final.json").read_text()) if curve else None
 
     epochs, iterations, _ = BUDGETS[budget]
     rows = []
@@ -321,12 +321,11 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
                              command + (["--c"] if state == "continue" else []), env, log)
             per_fold[fold] = fold_result(fold_folder, dataset_json)
             if curve:
-                splits = json.loads((preprocessed / "splits_final.json").read_text())
                 predict = [nnunet_command("nnUNetv2_predict"), "-d", str(dataset_id), "-c", configuration, "-tr",
                            trainer, "-p", plans_name, "-device", device]
-                per_fold[fold]["curve"] = learning_curve(
-                    title, fold_folder, fold, epochs * iterations, predict, raw, dataset_json,
-                    preprocessed / f"{plans_name}.json", splits[fold]["val"], env, log, n_processes)
+                per_fold[fold]["curve"] = {**snapshot_curve(
+                    title, fold_folder, fold, predict, raw, dataset_json, preprocessed / f"{plans_name}.json",
+                    splits[fold]["val"], env, log, n_processes), epochs * iterations: per_fold[fold]["mean_dice"]}
         params = count_parameters(preprocessed / f"{plans_name}.json", preprocessed / "dataset.json", configuration)
         rows.append(summarise(key, method.label, trainer, plans_name, per_fold, params,
                               batch_and_patch(preprocessed / f"{plans_name}.json", configuration)))
