@@ -221,8 +221,12 @@ class Fuse4SegNet(nn.Module):
 
     @staticmethod
     def initialize(module: nn.Module) -> None:
+        """nnU-Net's initialisation (network.apply visits a module after its children); the fusion network's
+        correction of the average starts at zero again."""
         InitWeights_He(1e-2)(module)
         init_last_bn_before_add_to_0(module)
+        if isinstance(module, FusionNetwork):
+            module.zero_correction()
 
 
 NETWORK_CLASSES = (_EncoderDecoder, Fuse4SegNet)  # every network class that plans can name from this module

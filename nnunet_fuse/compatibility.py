@@ -20,8 +20,8 @@ CHECKPOINT_VERSION_KEY = "nnunet_fuse_version"
 OLDEST_COMPATIBLE = (0, 1)  # the (major, minor) of the oldest files this version reads
 # method → ((major, minor) of its oldest files this version reads, what changed then)
 OLDEST_COMPATIBLE_BY_METHOD = {
-    "fuse4seg": ((0, 3), "Fuse4Seg's fusion network changed in 0.3 (tile-independent: no instance norms, convolutional "
-                         "modulation)"),
+    "fuse4seg": ((0, 4), "Fuse4Seg's fusion network changed in 0.4 (it corrects the average of the modalities instead "
+                         "of decoding the image; 0.3: tile-independent)"),
 }
 UNRECORDED = "0.1.0"  # what a file without a recorded version was written by
 

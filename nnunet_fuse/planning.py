@@ -380,11 +380,20 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
         plans = merged_variant(existing, plans, target, overwrite, log)
     result = {"path": target, "plans_name": plans_name, "configurations": list(plans["configurations"]),
               "trainer": overlay.get("trainer"), "status": "written", "notes": notes}
-    if existing is not None and _without_version(existing) == _without_version(plans):
+    if existing is not None and _without_version(existing) == _without_version(plans) and _readable(existing):
         result["status"] = "unchanged"
         return result
     write_text_atomically(target, json.dumps(plans, indent=4, sort_keys=False))  # never a half-written plans file
     return result
+
+
+def _readable(plans: dict) -> bool:
+    """Whether this version reads plans written by the version they record."""
+    try:
+        check_plans_written_by(plans, "plans")
+    except IncompatibleVersionError:
+        return False
+    return True
 
 
 def _without_version(plans: dict) -> dict:
@@ -398,11 +407,15 @@ def merged_variant(existing: dict, new: dict, target: Path, overwrite: bool,
                    log: Callable[[str], None] = print) -> dict:
     """The plans to write where our variant ``existing`` is: its configurations with those of ``new`` added, so that
     planning 2d and then 3d_fullres keeps both. A configuration that ``new`` changes, or a variant of another method
-    or base plans, is replaced only with ``overwrite`` (trained models may depend on it); otherwise PlanningError."""
+    or base plans, is replaced only with ``overwrite`` (trained models may depend on it); otherwise PlanningError.
+    A variant written by a version this one cannot read is replaced as a whole with ``overwrite``."""
     try:
         check_plans_written_by(existing, str(target))
     except IncompatibleVersionError as e:
-        raise PlanningError(f"{e} (or choose another --plans-name)") from e
+        if overwrite:
+            log(f"replacing {target} as a whole: {e}")
+            return new
+        raise PlanningError(f"{e} (pass --overwrite to replace it, or choose another --plans-name)") from e
     shared = {key: value for key, value in new.items() if key not in ("configurations", MARKER_KEY)}
     same_variant = (all(existing.get(key) == value for key, value in shared.items())
                     and all(existing[MARKER_KEY].get(key) == new[MARKER_KEY][key] for key in ("method", "base_plans")))

@@ -11,6 +11,7 @@ import torch
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
 from conftest import TINY_ID, assert_beats_chance, interrupt_when_written, run
+import nnunet_fuse
 from nnunet_fuse.commands import nnunet_command, nnunet_environment
 from nnunet_fuse.datasets.synthetic import make_case, make_synthetic_dataset
 from nnunet_fuse.planning import PlanningError, write_plans_variant
@@ -54,6 +55,19 @@ def test_plan_variants_for_both_segmentation_networks(two_channel_dataset):
         "architecture"]["arch_kwargs"]
     assert kwargs["segmentation_network"] == "nnunet_fuse.architectures.FuseUNet"
     assert "n_conv_per_stage_decoder" not in kwargs and kwargs["max_order"] == 4
+    # plans of a Fuse4Seg network this version does not run (same content, older version) are refused for training;
+    # planning again with --overwrite, as the refusal says, writes them for this version
+    plans_file = folder / "nnUNetFuse4SegPlans.json"
+    old = json.loads(plans_file.read_text())
+    old["nnunet_fuse"]["version"] = "0.3.0"
+    plans_file.write_text(json.dumps(old))
+    with pytest.raises(PlanningError, match=r"written by nnunet_fuse 0\.3\.0 .*pass --overwrite to replace it"):
+        write_plans_variant(workdir / "nnUNet_preprocessed", MULTI_ID, "fuse4seg", configurations=["2d"])
+    assert json.loads(plans_file.read_text()) == old  # refused: nothing written
+    result = write_plans_variant(workdir / "nnUNet_preprocessed", MULTI_ID, "fuse4seg", configurations=["2d"],
+                                 overwrite=True)
+    assert result["status"] == "written"
+    assert json.loads(plans_file.read_text())["nnunet_fuse"]["version"] == nnunet_fuse.__version__
 
 
 def test_single_channel_dataset_is_refused(planned_dataset):
@@ -86,7 +100,9 @@ def test_bilevel_training_prediction_and_resume(two_channel_dataset):
         reference = sitk.ReadImage(str(label_file))
         assert prediction.GetSize() == reference.GetSize()
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2, 3}
-    assert_beats_chance(out, raw / "labelsTs")
+    # 0.4's network (the fusion corrects the average) scored test Dice 0.77-0.78 = 20x chance in repeated runs; 0.3's
+    # (random initial fused image) 0.00-0.21 validation Dice, and 0.000 once in CI
+    assert_beats_chance(out, raw / "labelsTs", factor=8.0)
 
     # the fused image of every test case, aligned with its input scan
     fused_dir = workdir / "fused"

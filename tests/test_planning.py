@@ -147,25 +147,26 @@ def test_plugin_versions_decide_what_loads(tmp_path):
         read_checkpoint(checkpoint)
 
 
-def test_fuse4seg_files_from_before_its_tile_independent_network_are_refused(tmp_path):
-    """Fuse4Seg's fusion network changed in 0.3 (same parameter names for the norms, so loading would half-succeed):
-    its plans and checkpoints of 0.2 are refused with what to do; the other methods' 0.2 files still load."""
+def test_fuse4seg_files_from_before_its_current_fusion_network_are_refused(tmp_path):
+    """Fuse4Seg's fusion network changed in 0.3 (tile-independent) and 0.4 (it corrects the average), both times
+    with the same parameter names, so loading would succeed and fuse differently: its plans and checkpoints of 0.3
+    are refused with what to do; the other methods' 0.3 files still load."""
     from nnunet_fuse.compatibility import IncompatibleVersionError, check_plans_written_by, model_versions
     from nnunet_fuse.training.checkpoints import read_checkpoint
 
-    refused = r"written by nnunet_fuse 0\.2\.0 for fuse4seg; Fuse4Seg's fusion network changed in 0\.3 .* " \
-              r"nnunet_fuse==0\.2\.0 .*nnunet-fuse plan -d DATASET --method fuse4seg --overwrite"
+    refused = r"written by nnunet_fuse 0\.3\.0 for fuse4seg; Fuse4Seg's fusion network changed in 0\.4 .* " \
+              r"nnunet_fuse==0\.3\.0 .*nnunet-fuse plan -d DATASET --method fuse4seg --overwrite"
     with pytest.raises(IncompatibleVersionError, match=refused):
-        check_plans_written_by({"nnunet_fuse": {"method": "fuse4seg", "version": "0.2.0"}}, "plans P")
-    check_plans_written_by({"nnunet_fuse": {"method": "fuseunet", "version": "0.2.0"}}, "plans P")
+        check_plans_written_by({"nnunet_fuse": {"method": "fuse4seg", "version": "0.3.0"}}, "plans P")
+    check_plans_written_by({"nnunet_fuse": {"method": "fuseunet", "version": "0.3.0"}}, "plans P")
     check_plans_written_by({"nnunet_fuse": {"method": "fuse4seg", "version": __version__}}, "plans P")
     model = tmp_path / "nnUNetTrainerFuse4Seg__nnUNetFuse4SegPlans__2d"
     (model / "fold_0").mkdir(parents=True)
-    (model / "plans.json").write_text(json.dumps({"nnunet_fuse": {"method": "fuse4seg", "version": "0.2.0"}}))
+    (model / "plans.json").write_text(json.dumps({"nnunet_fuse": {"method": "fuse4seg", "version": "0.3.0"}}))
     checkpoint = model / "fold_0" / "checkpoint_final.pth"
-    torch.save({"network_weights": {}, "nnunet_fuse_version": "0.2.0"}, checkpoint)
+    torch.save({"network_weights": {}, "nnunet_fuse_version": "0.3.0"}, checkpoint)
     with pytest.raises(IncompatibleVersionError, match=refused):
         read_checkpoint(checkpoint, "fuse4seg")
     read_checkpoint(checkpoint, "hifuse")
     verdicts = dict(model_versions(model))
-    assert all("NOT usable" in v and "fusion network changed in 0.3" in v for v in verdicts.values()), verdicts
+    assert all("NOT usable" in v and "fusion network changed in 0.4" in v for v in verdicts.values()), verdicts

@@ -4,8 +4,11 @@ Per modality (shared weights): rescaling to [0, 1] with the dataset's per-channe
 conv and a (strided) conv → a base branch (context by convolutional modulation, Conv2Former's attention) and a detail
 branch (invertible coupling blocks with depthwise convs). Base and detail features
 are averaged over modalities (so any N ≥ 2 works with the same weights), refined once more, upsampled, merged with
-the modalities' mean full-resolution stem, and decoded to one channel through a sigmoid. ``reconstruct`` decodes each
-modality from its own features (the pre-training stage).
+the modalities' mean full-resolution stem, and decoded to a correction of the average fusion: fused =
+sigmoid(logit(mean_i rescaled_i) + decoder(...)). The decoder's last conv starts at zero, so an untrained network
+fuses by the plain average, which the segmentation network can already read; training moves it from there.
+``reconstruct`` decodes each modality from its own features as a correction of the same average (the pre-training
+stage: what each modality adds to the average).
 
 Tile-independent: no operation takes statistics across voxels (no instance norms: the base and coupling blocks
 normalise their branches with layer norms over each voxel's channels; a local modulation instead of CDDFuse's
@@ -214,12 +217,18 @@ class FusionNetwork(nn.Module):
         # maths without its scatter-add CUDA backward; no transposed conv: its kernel = stride gave a checkerboard)
         self.upsample_projection = (None if self.downsample is None
                                     else _conv(conv_op, 2 * channels, channels, kernel=1))
-        self.decoder = nn.Sequential(ConvBlock(conv_op, 2 * channels, channels), _conv(conv_op, channels, 1),
-                                     nn.Sigmoid())
+        self.decoder = nn.Sequential(ConvBlock(conv_op, 2 * channels, channels), _conv(conv_op, channels, 1))
+        self.zero_correction()
         # channels-last weights make the convolutions keep their maps channels-last: on the CPU the depthwise
         # convolutions' backward then runs about 3x faster in 3D (benchmarks/README.md)
         self.memory_format = torch.channels_last if self.dim == 2 else torch.channels_last_3d
         self.to(memory_format=self.memory_format)
+
+    def zero_correction(self) -> None:
+        """Untrained state: the decoder's last conv at zero, so the network fuses by the average (call it again after
+        re-initialising the weights, as nnU-Net does)."""
+        nn.init.zeros_(self.decoder[-1].weight)
+        nn.init.zeros_(self.decoder[-1].bias)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != self.dim + 2:
@@ -242,25 +251,28 @@ class FusionNetwork(nn.Module):
         self._check(x)
         b, n = x.shape[:2]
         run = functools.partial(run_block, self.activation_checkpointing)
-        stem = run(self.encoder[0], self.rescale(x).reshape(b * n, 1, *x.shape[2:]))
+        rescaled = self.rescale(x)
+        stem = run(self.encoder[0], rescaled.reshape(b * n, 1, *x.shape[2:]))
         shallow = run(self.encoder[1], stem)
         base, detail = run(self.base, shallow), run(self.detail, shallow)
         split = lambda t: list(t.reshape(b, n, *t.shape[1:]).unbind(1))  # noqa: E731
-        return {"base": split(base), "detail": split(detail), "stem": split(stem)}
+        average_logit = torch.logit(rescaled.float().mean(1, keepdim=True), eps=1e-3)
+        return {"base": split(base), "detail": split(detail), "stem": split(stem), "average_logit": average_logit}
 
-    def _decode(self, base: torch.Tensor, detail: torch.Tensor, stem: torch.Tensor) -> torch.Tensor:
+    def _decode(self, base: torch.Tensor, detail: torch.Tensor, stem: Optional[torch.Tensor],
+                average_logit: torch.Tensor) -> torch.Tensor:
         x = torch.cat([base, detail], dim=1)
         if self.upsample_projection is not None:
             up = linear_upsample(self.upsample_projection(x), stem.shape[2:])
             x = torch.cat([up, stem], dim=1)
-        return self.decoder(x)
+        return torch.sigmoid(average_logit + self.decoder(x))
 
     def fuse(self, features: Dict[str, List[torch.Tensor]]) -> torch.Tensor:
         run = functools.partial(run_block, self.activation_checkpointing)
         base = run(self.fuse_base, torch.stack(features["base"]).mean(0))
         detail = run(self.fuse_detail, torch.stack(features["detail"]).mean(0))
         stem = torch.stack(features["stem"]).mean(0) if self.upsample_projection is not None else None
-        return run(self._decode, base, detail, stem)
+        return run(self._decode, base, detail, stem, features["average_logit"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fuse(self.features(x))
@@ -288,7 +300,7 @@ class FusionNetwork(nn.Module):
     def decode_each(self, features: Dict[str, List[torch.Tensor]]) -> torch.Tensor:
         """Every modality decoded from its own features: (B, N, *S) in [0, 1]."""
         stems = features["stem"] if self.upsample_projection is not None else [None] * len(features["base"])
-        return torch.cat([run_block(self.activation_checkpointing, self._decode, b, d, s)
+        return torch.cat([run_block(self.activation_checkpointing, self._decode, b, d, s, features["average_logit"])
                           for b, d, s in zip(features["base"], features["detail"], stems)], dim=1)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
