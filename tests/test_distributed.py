@@ -87,11 +87,18 @@ def gradients_missing(module: torch.nn.Module):
 def test_both_phases_give_every_parameter_a_gradient(tmp_path, monkeypatch):
     """The follower step reaches every segmentation parameter and the leader step every fusion parameter; in
     pre-training (an autoencoder of each modality) all but the cross-modality fusion blocks. What a step leaves
-    without gradient is the same on every rank, so averaging over ranks keeps it untouched everywhere."""
+    without gradient is the same on every rank, so averaging over ranks keeps it untouched everywhere. The very first
+    step of an untrained network (its correction of the average zero) does not reach the blocks that only feed the
+    correction's last conv (the decomposition loss reaches the per-modality branches, the fusion losses that conv)."""
     monkeypatch.setenv("nnUNet_results", str(tmp_path))
     torch.manual_seed(0)
     trainer = cpu_trainer()
     model = trainer.model()
+    trainer.current_epoch = trainer.pretrain_epochs
+    trainer.train_step(random_batch(trainer, seed=99))
+    behind_correction = ("fuse_base.", "fuse_detail.", "upsample_projection.", "decoder.0.")
+    unreached = [n for n, p in model.fusion.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert unreached == [n for n, _ in model.fusion.named_parameters() if n.startswith(behind_correction)]
     for epoch in (0, trainer.pretrain_epochs):  # fusion pre-training, then bi-level
         trainer.current_epoch = epoch
         before = {name: p.detach().clone() for name, p in model.named_parameters()}
