@@ -185,6 +185,7 @@ class FusionNetwork(nn.Module):
 
     ``features(x)`` returns the per-modality features (lists of N tensors): "base" and "detail" (B, channels, *S')
     used by the decomposition loss, and "stem" (B, channels, *S), the full-resolution features of the first conv;
+    and "average_logit" (B, 1, *S) (float32), the logit of the modalities' average, which the decoder corrects;
     ``reconstruct(x)`` decodes every modality from its own features: (B, N, *S) in [0, 1];
     ``rescale(x)`` is the network's own [0, 1] view of the input (per-channel ``intensity_ranges`` of the dataset, see
     RobustRescale), the target of the fusion losses.
