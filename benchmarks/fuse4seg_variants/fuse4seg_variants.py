@@ -1,0 +1,17 @@
+"""Fuse4Seg trainer variants compared at the demo budget (benchmarks/README.md, "Fuse4Seg 0.4"). nnU-Net finds them
+when this folder is added to nnUNet_extTrainer:
+
+    export nnUNet_extTrainer="$(nnunet-fuse env | sed 's/^export nnUNet_extTrainer=//'):$PWD/benchmarks/fuse4seg_variants"
+    nnUNetv2_train 993 2d FOLD -tr nnUNetTrainerFuse4Seg_demo_nointensity -p nnUNetFuse4SegPlans -device cpu
+"""
+from nnunet_fuse.training.budget import nnUNetTrainerFuse4Seg_demo
+
+
+class nnUNetTrainerFuse4Seg_demo_nointensity(nnUNetTrainerFuse4Seg_demo):
+    """Without the intensity loss L1(F, max_i I_i) (max fusion merges classes bright in different modalities)."""
+    intensity_weight = 0.0
+
+
+class nnUNetTrainerFuse4Seg_demo_fusionlr1e3(nnUNetTrainerFuse4Seg_demo):
+    """The leader's AdamW at 1e-3 instead of 1e-4."""
+    fusion_lr = 1e-3
