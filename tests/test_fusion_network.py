@@ -65,7 +65,7 @@ def test_untrained_network_fuses_by_the_average(dims):
         torch.testing.assert_close(net(x), average.clamp(1e-3, 1 - 1e-3), atol=1e-6, rtol=0)
         torch.testing.assert_close(net.reconstruct(x), average.clamp(1e-3, 1 - 1e-3).expand_as(x), atol=1e-6, rtol=0)
         net.decoder[-1].bias.fill_(1.0)  # a correction moves the image away from the average
-        assert (net(x) - average).abs().min() > 0.01
+        assert (net(x) - average).abs().mean() > 0.05
 
 
 @pytest.mark.parametrize("dims", [2, 3])

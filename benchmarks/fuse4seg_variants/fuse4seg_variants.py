@@ -1,7 +1,7 @@
 """Fuse4Seg trainer variants compared at the demo budget (benchmarks/README.md, "Fuse4Seg 0.4"). nnU-Net finds them
 when this folder is added to nnUNet_extTrainer:
 
-    export nnUNet_extTrainer="$(nnunet-fuse env | sed 's/^export nnUNet_extTrainer=//'):$PWD/benchmarks/fuse4seg_variants"
+    eval "$(nnunet-fuse env)" && export nnUNet_extTrainer="$nnUNet_extTrainer:$PWD/benchmarks/fuse4seg_variants"
     nnUNetv2_train 993 2d FOLD -tr nnUNetTrainerFuse4Seg_demo_nointensity -p nnUNetFuse4SegPlans -device cpu
 """
 from nnunet_fuse.training.budget import nnUNetTrainerFuse4Seg_demo
