@@ -4,12 +4,9 @@
 # Converts ../shared/data/ACDC/training into WORKDIR/nnUNet_raw (once), runs nnU-Net's plan_and_preprocess (once),
 # trains the five folds on the CPU and writes the report to benchmarks/classification/acdc_CONFIG_BUDGET/.
 set -euo pipefail
-work=$(realpath -m "$1"); budget=${2:-small}; configuration=${3:-2d}
-here=$(cd "$(dirname "$0")/.." && pwd)
-export nnUNet_raw=$work/nnUNet_raw nnUNet_preprocessed=$work/nnUNet_preprocessed nnUNet_results=$work/nnUNet_results
+budget=${2:-small}; configuration=${3:-2d}
+source "$(dirname "$0")/workdir_env.sh" "$1"
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-2}
-mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
-source "$here/.venv/bin/activate"
 [ -d "$nnUNet_raw/Dataset027_ACDC" ] || nnunet-fuse convert acdc "$here/../shared/data/ACDC/training" -d 27
 [ -d "$nnUNet_preprocessed/Dataset027_ACDC/nnUNetPlans_$configuration" ] \
   || nnUNetv2_plan_and_preprocess -d 27 -c "$configuration" -np "$nnUNet_def_n_proc"

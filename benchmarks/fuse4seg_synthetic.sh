@@ -6,12 +6,8 @@
 # usage: bash benchmarks/fuse4seg_synthetic.sh WORKDIR      (~15 min per method on 2 CPU cores)
 # The report goes to WORKDIR/report (results.md), the case to WORKDIR/case.
 set -euo pipefail
-work=$(realpath -m "$1")
-here=$(cd "$(dirname "$0")/.." && pwd)
-export nnUNet_raw=$work/nnUNet_raw nnUNet_preprocessed=$work/nnUNet_preprocessed nnUNet_results=$work/nnUNet_results
+source "$(dirname "$0")/workdir_env.sh" "$1"
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1} nnUNet_compile=false
-mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
-source "$here/.venv/bin/activate"
 raw=$nnUNet_raw/Dataset993_TwoModal
 [ -d "$raw" ] || python -c "from nnunet_fuse.datasets.synthetic import make_synthetic_dataset as m; \
 m('$nnUNet_raw', 993, name='TwoModal', n_train=20, n_test=4, shape=(12, 32, 32), seed=3, channels=2)"

@@ -8,12 +8,9 @@
 # trainings and validated snapshots are kept). The report goes to WORKDIR/report_long (results.md,
 # learning_curves.png).
 set -euo pipefail
-work=$(realpath -m "$1"); folds=${2:-0}; methods=${3:-fuseunet,nnunet,fuseunet-ds}
-here=$(cd "$(dirname "$0")/.." && pwd)
-export nnUNet_raw=$work/nnUNet_raw nnUNet_preprocessed=$work/nnUNet_preprocessed nnUNet_results=$work/nnUNet_results
+folds=${2:-0}; methods=${3:-fuseunet,nnunet,fuseunet-ds}
+source "$(dirname "$0")/workdir_env.sh" "$1"
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1} nnUNet_compile=false
-mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
-source "$here/.venv/bin/activate"
 [ -d "$nnUNet_raw/Dataset004_Hippocampus" ] || nnunet-fuse convert msd "$here/../shared/data/Task04_Hippocampus"
 # shellcheck disable=SC2086
 nnunet-fuse reproduce -d 4 -c 3d_fullres --methods "$methods" --folds $folds --budget long --curve -device cpu \
