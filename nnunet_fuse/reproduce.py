@@ -131,6 +131,15 @@ def check_trained_on_split(fold_folder: Path, fold: int, splits_file: Path) -> N
                              f"validation cases differ); move that folder away to train the fold again")
 
 
+def trained_validation_cases(splits_file: Path, fold: int) -> List[str]:
+    """The validation cases of fold ``fold`` after its training: nnU-Net writes splits_file when it trains a dataset
+    whose folds we left to it (one case per patient), so it is read only then."""
+    if not splits_file.is_file():
+        raise ReproduceError(f"{splits_file} is missing (nnU-Net writes it when it trains): without it the snapshots "
+                             f"cannot be validated on fold {fold}'s cases; train the fold again, or restore the file")
+    return json.loads(splits_file.read_text())[fold]["val"]
+
+
 def label_names(dataset_json: dict) -> Dict[object, str]:
     """nnU-Net summary key (int label or tuple region) → name, foreground only."""
     names = {}
@@ -292,7 +301,6 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
         ensure_patient_grouped_split(preprocessed / "splits_final.json", case_ids, folds)
     except SplitError as e:
         raise ReproduceError(str(e)) from e
-    splits = json.loads((preprocessed / "splits_final.json").read_text()) if curve else None
 
     epochs, iterations, _ = BUDGETS[budget]
     rows = []
@@ -325,7 +333,8 @@ def reproduce(dataset_id: int, configuration: str, methods: Sequence[str], folds
                            trainer, "-p", plans_name, "-device", device]
                 per_fold[fold]["curve"] = {**snapshot_curve(
                     title, fold_folder, fold, predict, raw, dataset_json, preprocessed / f"{plans_name}.json",
-                    splits[fold]["val"], env, log, n_processes), epochs * iterations: per_fold[fold]["mean_dice"]}
+                    trained_validation_cases(preprocessed / "splits_final.json", fold), env, log, n_processes),
+                    epochs * iterations: per_fold[fold]["mean_dice"]}
         params = count_parameters(preprocessed / f"{plans_name}.json", preprocessed / "dataset.json", configuration)
         rows.append(summarise(key, method.label, trainer, plans_name, per_fold, params,
                               batch_and_patch(preprocessed / f"{plans_name}.json", configuration)))
