@@ -15,3 +15,18 @@ class nnUNetTrainerFuse4Seg_demo_nointensity(nnUNetTrainerFuse4Seg_demo):
 class nnUNetTrainerFuse4Seg_demo_fusionlr1e3(nnUNetTrainerFuse4Seg_demo):
     """The leader's AdamW at 1e-3 instead of 1e-4."""
     fusion_lr = 1e-3
+
+
+class nnUNetTrainerFuse4Seg_demo_lambda1(nnUNetTrainerFuse4Seg_demo):
+    """The leader's weight on the segmentation loss λ = 1 instead of 0.5: the fusion serves the segmentation more."""
+    leader_weight = 1.0
+
+
+class nnUNetTrainerFuse4Seg_demo_k2(nnUNetTrainerFuse4Seg_demo):
+    """K = 2 follower steps per leader step instead of 1 (one more step on the detached fused image)."""
+    follower_steps = 2
+
+
+class nnUNetTrainerFuse4Seg_demo_pretrain3(nnUNetTrainerFuse4Seg_demo):
+    """3 of the 10 epochs of fusion pre-training (autoencoder) instead of 1."""
+    fusion_pretrain_epochs = 3
