@@ -76,18 +76,42 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sbatch_option(text: str) -> tuple:
+    """--sbatch KEY=VALUE (or a bare flag KEY) → (key, value)."""
+    key, _, value = text.lstrip("-").partition("=")
+    if not key:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an sbatch option; e.g. --sbatch account=mylab")
+    return key, (value if value else True)
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from nnunet_fuse.commands import StepFailed, nnunet_environment
     from nnunet_fuse.reproduce import ReproduceError, parse_methods, reproduce
+    from nnunet_fuse.reproduce.runs import TrainingInterrupted
+    from nnunet_fuse.training.stopping import INTERRUPTED_EXIT_CODE
 
     try:
-        device = _device(args.device)
+        launcher = None
+        if args.launcher == "slurm":
+            from nnunet_fuse.reproduce.launchers.slurm import SlurmLauncher, SlurmResources, slurm_minutes
+
+            slurm_minutes(args.time)  # a bad --time is refused before any work
+            launcher = SlurmLauncher(SlurmResources(args.partition, args.gpus_per_job, args.cpus_per_job, args.mem,
+                                                    args.time, args.max_parallel, tuple(args.sbatch)))
+            # the jobs' device: the submitting machine (a login node) need not have one
+            device = args.device or ("cuda" if args.gpus_per_job else "cpu")
+        else:
+            device = _device(args.device)
         methods = parse_methods(args.methods)
         reproduce(args.d, args.c, methods, args.folds, args.budget, device,
-                  nnunet_environment(light=device != "cuda"), Path(args.o) if args.o else None, args.np, args.curve)
+                  nnunet_environment(light=device != "cuda"), Path(args.o) if args.o else None, args.np, args.curve,
+                  launcher)
     except (ReproduceError, PlanningError, InputError, StepFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if not isinstance(e, StepFailed) else 1
+    except TrainingInterrupted as e:
+        print(f"stopped: {e}; run the same command again to continue", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     return 0
 
 
@@ -466,6 +490,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-np", type=int, default=None, help="preprocessing processes (default nnUNet_def_n_proc or 8)")
     rep.add_argument("-o", default=None,
                      help="report folder (default nnUNet_results/DatasetXXX/nnunet_fuse_reproduce_CONFIG_BUDGET)")
+    slurm = rep.add_argument_group(
+        "where the trainings run", "--launcher slurm submits them as one SLURM job array (one job per method and "
+        "fold) and returns; run the same command again to see their state, resubmit failed ones and, once all have "
+        "finished, write the report")
+    slurm.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                       help="local: here, one after another (default); slurm: a SLURM job array")
+    slurm.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's)")
+    slurm.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per training (default 1; 0: CPU jobs)")
+    slurm.add_argument("--cpus-per-job", type=int, default=8,
+                       help="CPUs per training (default 8; nnU-Net's augmentation workers = CPUs - 1)")
+    slurm.add_argument("--mem", default=None, help="memory per training, e.g. 64G (default: the cluster's)")
+    slurm.add_argument("--time", default="24:00:00",
+                       help="time limit per job (default 24:00:00); a longer training is requeued and continues")
+    slurm.add_argument("--max-parallel", type=int, default=None, help="trainings running at once (default all)")
+    slurm.add_argument("--sbatch", type=_sbatch_option, action="append", default=[], metavar="KEY[=VALUE]",
+                       help="any other sbatch option, repeatable: --sbatch account=mylab --sbatch qos=high")
     rep.set_defaults(func=_reproduce)
 
     exp = sub.add_parser("export-fused", help="the fused image of every case (Fuse4Seg), aligned with the input scans")

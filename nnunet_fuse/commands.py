@@ -7,13 +7,33 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from nnunet_fuse.resources import ext_trainer_value
 
 
 class StepFailed(RuntimeError):
-    """A pipeline command exited non-zero."""
+    """A pipeline command exited non-zero (``code``; negative: killed by that signal)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+_running: List[subprocess.Popen] = []  # the step run_step is running now, for stop_running_step
+
+
+def stop_running_step(signal_number: int, timeout: float) -> Optional[int]:
+    """Send ``signal_number`` to the step that run_step is running (if any) and wait up to ``timeout`` seconds for it
+    to end; its exit code, or None when nothing ran or it did not end in time."""
+    if not _running or _running[-1].poll() is not None:
+        return _running[-1].returncode if _running else None
+    process = _running[-1]
+    process.send_signal(signal_number)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def nnunet_command(name: str) -> str:
@@ -50,17 +70,21 @@ def run_step(title: str, command: Sequence[str], env: Dict[str, str], log_file: 
     """Run one command, streaming its output to the terminal and to log_file; return seconds taken."""
     print(f"\n=== {title}\n$ {' '.join(command)}", flush=True)
     start = time.perf_counter()
-    with open(log_file, "a") as log:
+    with open(log_file, "a", buffering=1) as log:  # line by line: a job's log can be followed
         log.write(f"\n=== {title}\n$ {' '.join(command)}\n")
         process = subprocess.Popen(list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, bufsize=1)
         assert process.stdout is not None
-        for line in process.stdout:
-            sys.stdout.write(line)
-            log.write(line)
-        code = process.wait()
+        _running[:] = [process]
+        try:
+            for line in process.stdout:
+                sys.stdout.write(line)
+                log.write(line)
+            code = process.wait()
+        finally:
+            _running.clear()
     seconds = time.perf_counter() - start
     if code != 0:
-        raise StepFailed(f"step '{title}' failed with exit code {code}; see the output above and {log_file}")
+        raise StepFailed(f"step '{title}' failed with exit code {code}; see the output above and {log_file}", code)
     print(f"--- {title}: {seconds:.0f} s", flush=True)
     return seconds

@@ -32,7 +32,8 @@ def cases_by_patient(case_ids: Sequence[str]) -> Dict[str, List[str]]:
 
 def patient_grouped_splits(groups: Dict[str, List[str]], n_splits: int = 5, seed: int = 12345) -> list:
     """nnU-Net's ``splits_final.json`` content ([{"train": [...], "val": [...]}] per fold) with every case of a patient
-    in the same fold: nnU-Net's own seeded KFold (nnunetv2 generate_crossval_split), over patients instead of cases.
+    in the same fold: nnU-Net's own seeded KFold (nnunetv2 generate_crossval_split), over patients instead of cases
+    (the same folds as nnU-Net's where every patient has one case).
     Fewer than ``n_splits`` patients give one fold per patient; one patient gives no split."""
     from sklearn.model_selection import KFold
 
@@ -50,16 +51,15 @@ def leaking_patients(fold: dict, groups: Dict[str, List[str]]) -> List[str]:
     return [p for p, cases in groups.items() if train & set(cases) and val & set(cases)]
 
 
-def ensure_patient_grouped_split(splits_file: Path, case_ids: Sequence[str], folds: Sequence[int],
-                                 log: Callable[[str], None] = print) -> None:
-    """Make sure nnU-Net trains ``folds`` on folds that keep each patient on one side.
+def ensure_split_file(splits_file: Path, case_ids: Sequence[str], folds: Sequence[int],
+                      log: Callable[[str], None] = print) -> None:
+    """Make sure splits_file exists before any training, with folds that keep each patient on one side.
 
-    Datasets with one case per patient need nothing. Otherwise a missing splits_file is written patient-grouped
-    (nnU-Net would draw its own over cases); an existing one is checked, and SplitError names the patients that
-    a fold splits, or the folds it lacks (nnU-Net then draws a random 80:20 split over cases)."""
+    A missing splits_file is written now (patient_grouped_splits), not left to the first nnU-Net training: trainings
+    started together would race on writing it. With one case per patient it is exactly the split nnU-Net's trainer
+    would draw. An existing one is checked, and SplitError names the patients that a fold splits, or the folds it
+    lacks (nnU-Net then draws a random 80:20 split over cases)."""
     groups = cases_by_patient(case_ids)
-    if all(len(cases) == 1 for cases in groups.values()):
-        return
     if not splits_file.is_file():
         write_text_atomically(splits_file, json.dumps(patient_grouped_splits(groups), indent=2))
         log(f"wrote {splits_file}: folds over patients ({len(groups)} patients, {len(case_ids)} cases)")
@@ -71,7 +71,7 @@ def ensure_patient_grouped_split(splits_file: Path, case_ids: Sequence[str], fol
                 raise SplitError(f"{splits_file} defines {len(splits)} folds, not fold {fold} (nnU-Net would draw a "
                                  f"random split over cases, mixing the patients' frames); choose folds "
                                  f"0-{len(splits) - 1}")
-            leaking = leaking_patients(splits[fold], groups)
+            leaking = leaking_patients(splits[fold], groups)  # none where each patient has one case
             if leaking:
                 raise SplitError(
                     f"fold {fold} of {splits_file} has cases of {len(leaking)} patient(s) ({', '.join(leaking[:5])}"

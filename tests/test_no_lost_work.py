@@ -6,7 +6,7 @@ import torch
 
 from nnunet_fuse.atomic_files import replaced_atomically, write_text_atomically
 from nnunet_fuse.reproduce import ReproduceError, earlier_report, merge_rows
-from nnunet_fuse.splits import (SplitError, cases_by_patient, ensure_patient_grouped_split, leaking_patients,
+from nnunet_fuse.splits import (SplitError, cases_by_patient, ensure_split_file, leaking_patients,
                                 patient_grouped_splits)
 from nnunet_fuse.training.checkpoints import read_checkpoint
 
@@ -29,24 +29,29 @@ def test_cases_group_by_patient_and_grouped_folds_never_split_one():
 
 def test_split_file_written_when_missing_and_refused_when_leaking(tmp_path):
     splits_file = tmp_path / "splits_final.json"
-    ensure_patient_grouped_split(splits_file, ["a", "b", "c"], [0], log=lambda _: None)
-    assert not splits_file.exists()  # one case per patient: nnU-Net's own split is right
+    # one case per patient: written up front (trainings started together would race on it), nnU-Net's own split
+    cases = [f"case_{i:03d}" for i in range(12, 0, -1)]
+    ensure_split_file(splits_file, cases, [0], log=lambda _: None)
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+    assert json.loads(splits_file.read_text()) == [{k: list(map(str, v)) for k, v in fold.items()}
+                                                   for fold in generate_crossval_split(sorted(cases), 12345, 5)]
+    splits_file.unlink()
     lines = []
-    ensure_patient_grouped_split(splits_file, FRAMES, [0, 1], log=lines.append)
+    ensure_split_file(splits_file, FRAMES, [0, 1], log=lines.append)
     assert "folds over patients (7 patients, 14 cases)" in lines[0]
     assert all(not leaking_patients(f, cases_by_patient(FRAMES)) for f in json.loads(splits_file.read_text()))
-    ensure_patient_grouped_split(splits_file, FRAMES, [0, 1], log=lines.append)  # a grouped split is accepted
+    ensure_split_file(splits_file, FRAMES, [0, 1], log=lines.append)  # a grouped split is accepted
     assert len(lines) == 1
 
     leaking = [{"train": FRAMES[1:], "val": FRAMES[:1]}]
     splits_file.write_text(json.dumps(leaking))
     with pytest.raises(SplitError, match=r"fold 0 .* 1 patient\(s\) \(patient001\) in both training and validation"):
-        ensure_patient_grouped_split(splits_file, FRAMES, [0])
+        ensure_split_file(splits_file, FRAMES, [0])
     with pytest.raises(SplitError, match="defines 1 folds, not fold 3"):
-        ensure_patient_grouped_split(splits_file, FRAMES, [3])
+        ensure_split_file(splits_file, FRAMES, [3])
     splits_file.write_text("[{")
     with pytest.raises(SplitError, match="not a readable nnU-Net split file"):
-        ensure_patient_grouped_split(splits_file, FRAMES, [0])
+        ensure_split_file(splits_file, FRAMES, [0])
     assert splits_file.read_text() == "[{"  # never replaced
 
 

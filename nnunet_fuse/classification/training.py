@@ -28,7 +28,7 @@ from nnunet_fuse.classification.samples import (RegionOfInterest, Sample, augmen
                                                 sample_probabilities, stack_frames)
 from nnunet_fuse.compatibility import CHECKPOINT_VERSION_KEY
 from nnunet_fuse.input_check import InputError, read_json
-from nnunet_fuse.splits import SplitError, cases_by_patient, ensure_patient_grouped_split, patient_grouped_splits
+from nnunet_fuse.splits import SplitError, ensure_split_file
 
 TRAINER_NAME = "HiFuseClassifier"
 
@@ -94,15 +94,13 @@ def build_network(settings: dict) -> torch.nn.Module:
 def fold_split(preprocessed_dataset: Path, case_ids: Sequence[str], fold: Union[int, str],
                log: Callable[[str], None]) -> tuple:
     """(training cases, validation cases) of ``fold`` from the preprocessed dataset's splits_final.json, which
-    splits.ensure_patient_grouped_split writes over patients or checks (SplitError for a fold that puts a patient on
-    both sides); with one case per patient, nnU-Net's own default split when missing. 'all': every case, none
+    splits.ensure_split_file writes over patients or checks (SplitError for a fold that puts a patient on both
+    sides); with one case per patient that is nnU-Net's own default split. 'all': every case, none
     held out."""
     if fold == "all":
         return sorted(case_ids), []
     splits_file = Path(preprocessed_dataset) / "splits_final.json"
-    ensure_patient_grouped_split(splits_file, case_ids, [int(fold)], log)
-    if not splits_file.is_file():  # one case per patient: the split nnU-Net's trainer would write (seeded 5-fold)
-        write_text_atomically(splits_file, json.dumps(patient_grouped_splits(cases_by_patient(case_ids)), indent=2))
+    ensure_split_file(splits_file, case_ids, [int(fold)], log)
     splits = read_json(splits_file)
     if int(fold) >= len(splits):
         raise SplitError(f"{splits_file} defines {len(splits)} folds, not fold {fold}; choose folds 0-"

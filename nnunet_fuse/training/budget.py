@@ -7,18 +7,21 @@ Every budget but ``paper`` trains at nnU-Net's lr 1e-2 (FuseUNet at the paper's 
 short schedules); ``paper`` is nnU-Net's 1000 × 250 with each method's own lr (nnU-Net and HiFuse 1e-2, FuseUNet
 1e-3). Fuse4Seg keeps its own settings (fusion pre-training for 5 % of the epochs, at least one).
 
-Each saves ``checkpoint_latest.pth`` after every epoch (nnU-Net: every 50th), atomically like all our checkpoints,
-so that ``reproduce`` continues an interrupted training from its last finished epoch; on the budgets of
-SNAPSHOT_EPOCHS it keeps a snapshot ``checkpoint_iteration_N.pth`` every so many epochs (N iterations trained, a
-whole checkpoint: nnUNetv2_predict -chk reads it), from which ``reproduce --curve`` draws learning curves; and writes
-``training_record.json`` beside its checkpoints when training ends: seconds spent in the training loop
-(this run; a resumed run counts from its restart), and peak memory (CUDA: max_memory_allocated; CPU: peak resident
-set size of the training process), and the fold's validation cases.
+Each saves ``checkpoint_latest.pth`` after every epoch (SafeCheckpointTrainer), so that ``reproduce`` continues an
+interrupted training from its last finished epoch; on the budgets of SNAPSHOT_EPOCHS it keeps a snapshot
+``checkpoint_iteration_N.pth`` every so many epochs (N iterations trained, a whole checkpoint: nnUNetv2_predict -chk
+reads it), from which ``reproduce --curve`` draws learning curves; and keeps ``training_record.json`` beside its
+checkpoints, written when a run starts (the fold's validation cases: ``reproduce`` checks the folds against them,
+also for an interrupted training), when it is stopped by a signal and when it ends: one entry per run (host, GPU,
+SLURM job, start and end, epochs, seconds in the training loop, peak memory: CUDA max_memory_allocated, else the
+process's peak resident set size, how it ended), and their totals.
 """
 from __future__ import annotations
 
 import json
+import os
 import resource
+import socket
 import sys
 import time
 from pathlib import Path
@@ -51,7 +54,6 @@ class BudgetRecordMixin:
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = BUDGETS[self.budget]
         if self.budget != "paper":
             self.initial_lr = 1e-2
-        self.save_every = 1  # checkpoint_latest.pth after every epoch: an interrupted run resumes losing one at most
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         """The NO_MIRRORING_BUDGETS mirror neither in augmentation nor at test time, so that validating whole
@@ -64,14 +66,28 @@ class BudgetRecordMixin:
 
     def on_train_start(self):
         super().on_train_start()
-        self._start_epoch = self.current_epoch
+        record_file = Path(self.output_folder) / RECORD_FILE
+        self._earlier_runs = []  # a continued training (--c) adds its run to those of the record
+        if self.current_epoch > 0 and record_file.is_file():
+            try:
+                self._earlier_runs = json.loads(record_file.read_text()).get("runs", [])
+            except (OSError, ValueError):
+                pass
         if self.local_rank == 0 and self.current_epoch == 0:  # a new training: snapshots of an earlier one go
             for snapshot in Path(self.output_folder).glob(SNAPSHOT_FILE.format("*")):
                 snapshot.unlink()
         self.save_snapshot(overwrite=False)  # a run interrupted between checkpoint_latest and its snapshot
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        slurm_job = os.environ.get("SLURM_JOB_ID")
+        if os.environ.get("SLURM_ARRAY_TASK_ID"):
+            slurm_job = f"{os.environ.get('SLURM_ARRAY_JOB_ID')}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        self._run = {"host": socket.gethostname(), "slurm_job": slurm_job,
+                     "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "start_epoch": self.current_epoch}
+        self._validation_cases = sorted(self.do_split()[1])  # reproduce checks the folds against them
         self._train_start = time.perf_counter()
+        self.write_record("running")
 
     def on_epoch_end(self):
         super().on_epoch_end()  # nnU-Net saves checkpoint_latest.pth and counts the epoch
@@ -87,20 +103,34 @@ class BudgetRecordMixin:
         if overwrite or not snapshot.is_file():
             self.save_checkpoint(str(snapshot))
 
+    def on_stopped(self, signal_name: str) -> None:
+        super().on_stopped(signal_name)
+        self.write_record(f"stopped by {signal_name}")
+
     def on_train_end(self):
-        if self.local_rank == 0:
-            cuda = self.device.type == "cuda"
-            peak = (torch.cuda.max_memory_allocated(self.device) if cuda else
-                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
-            record = {"trainer": type(self).__name__, "budget": self.budget, "schedule": BUDGETS[self.budget],
-                      "initial_lr": self.initial_lr, "device": str(self.device),
-                      "train_seconds": time.perf_counter() - self._train_start,
-                      "epochs_this_run": self.current_epoch - self._start_epoch,
-                      "peak_memory_mb": peak / 2 ** 20,
-                      "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",
-                      "validation_cases": sorted(self.do_split()[1])}  # reproduce checks the folds against it
-            write_text_atomically(Path(self.output_folder) / RECORD_FILE, json.dumps(record, indent=2))
+        self.write_record("finished")
         super().on_train_end()
+
+    def write_record(self, ended: str) -> None:
+        """training_record.json with this run as it stands (``ended``: running, stopped by SIGNAL, finished; ``at``:
+        when it was written)."""
+        if self.local_rank != 0:
+            return
+        cuda = self.device.type == "cuda"
+        peak = (torch.cuda.max_memory_allocated(self.device) if cuda else
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+        run = {**self._run, "ended": ended, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "end_epoch": self.current_epoch,
+               "epochs_this_run": self.current_epoch - self._run["start_epoch"],
+               "train_seconds": time.perf_counter() - self._train_start, "peak_memory_mb": peak / 2 ** 20}
+        runs = [*self._earlier_runs, run]
+        record = {"trainer": type(self).__name__, "budget": self.budget, "schedule": BUDGETS[self.budget],
+                  "initial_lr": self.initial_lr, "device": str(self.device),
+                  "train_seconds": sum(r["train_seconds"] for r in runs),
+                  "peak_memory_mb": max(r["peak_memory_mb"] for r in runs),
+                  "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",
+                  "validation_cases": self._validation_cases, "runs": runs}
+        write_text_atomically(Path(self.output_folder) / RECORD_FILE, json.dumps(record, indent=2))
 
 
 def _budget_trainer(method_infix: str, budget: str) -> type:

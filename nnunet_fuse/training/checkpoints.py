@@ -5,7 +5,9 @@ interruption while saving leaves a truncated file that ``--c`` then fails on wit
 under a temporary name and renamed (nnunet_fuse.atomic_files), extra state of a method (Fuse4Seg's second optimiser)
 goes into the same file before the rename, the temporary file of a run killed while saving is removed when training
 starts again, and ``--c`` / ``-pretrained_weights`` on an unreadable file says which file
-and what to do.
+and what to do. ``checkpoint_latest.pth`` is saved after every epoch (nnU-Net: every 50th), and a stop signal ends
+the training cleanly between two checkpoint writes (training/stopping.py), so an interrupted training loses at most
+the epoch in progress.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunet_fuse import __version__
 from nnunet_fuse.atomic_files import replaced_atomically
 from nnunet_fuse.compatibility import CHECKPOINT_VERSION_KEY, check_written_by, plans_method
+from nnunet_fuse.training.stopping import StopOnSignal
 
 
 def read_checkpoint(filename: Union[str, Path], method: Optional[str] = None) -> dict:
@@ -38,8 +41,20 @@ def read_checkpoint(filename: Union[str, Path], method: Optional[str] = None) ->
 
 
 class SafeCheckpointTrainer(nnUNetTrainer):
-    """nnU-Net's trainer with atomic checkpoints that record the plugin version. Subclasses add their own state
-    through the three hooks."""
+    """nnU-Net's trainer with atomic checkpoints that record the plugin version, saved after every epoch, and a clean
+    stop on SIGTERM / SIGUSR2. Subclasses add their own state through the three hooks."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.save_every = 1  # checkpoint_latest.pth after every epoch: an interrupted run loses one epoch at most
+        self.stop_on_signal = StopOnSignal(self.on_stopped)
+
+    def on_stopped(self, signal_name: str) -> None:
+        """A stop signal came (training/stopping.py); the process exits after this."""
+        self.print_to_log_file(
+            f"nnunet_fuse: {signal_name} received in epoch {self.current_epoch}: training stopped. "
+            f"checkpoint_latest.pth holds the epochs finished before it; nnUNetv2_train ... --c continues from there.")
 
     def extra_checkpoint_state(self) -> dict:
         """Entries added to every checkpoint (default none)."""
@@ -54,12 +69,13 @@ class SafeCheckpointTrainer(nnUNetTrainer):
     def on_train_start(self):
         """Temporary checkpoint files of a run that was killed while saving are removed (the real ones are whole)."""
         super().on_train_start()
+        self.stop_on_signal.install()
         if self.local_rank == 0:
             for leftover in Path(self.output_folder).glob(".partial-*.pth"):
                 leftover.unlink(missing_ok=True)
 
     def save_checkpoint(self, filename: str) -> None:
-        with replaced_atomically(filename) as temporary:
+        with self.stop_on_signal.while_saving(), replaced_atomically(filename) as temporary:
             super().save_checkpoint(str(temporary))  # writes nothing on ranks > 0 or with checkpointing disabled
             extra = {CHECKPOINT_VERSION_KEY: __version__, **self.extra_checkpoint_state()}
             if temporary.is_file():

@@ -1,0 +1,110 @@
+"""A clean stop on a scheduler's signal: SIGTERM / SIGUSR2 end a training of ours between two checkpoint writes with
+exit code 75, after checkpoint_latest.pth of every finished epoch (the paper's schedule included), and --c continues
+it to the same number of epochs as an uninterrupted training."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_ID, run
+from nnunet_fuse.planning import load_overlay, make_plans_variant
+from nnunet_fuse.training.stopping import INTERRUPTED_EXIT_CODE, STOP_SIGNALS, StopOnSignal
+
+BIN = Path(sys.executable).parent
+PLANS = Path(__file__).resolve().parents[1] / "benchmarks" / "plans" / "Dataset137_BraTSlike"  # 4 MRI channels
+
+
+@pytest.fixture
+def restore_signal_handlers():
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def test_a_stop_signal_exits_at_once_but_waits_for_a_checkpoint_being_written(restore_signal_handlers):
+    stopped = []
+    stopper = StopOnSignal(stopped.append)
+    assert stopper.install()
+    with pytest.raises(SystemExit) as exit_info:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(1)  # the handler runs in this thread and never returns
+    assert exit_info.value.code == INTERRUPTED_EXIT_CODE and stopped == ["SIGUSR2"]
+
+    stopper = StopOnSignal(stopped.append)
+    stopper.install()
+    written = []
+    with pytest.raises(SystemExit) as exit_info:
+        with stopper.while_saving():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            written.append("checkpoint")  # the write goes on to its end
+    assert written == ["checkpoint"] and stopped == ["SIGUSR2", "SIGTERM"]
+    assert exit_info.value.code == INTERRUPTED_EXIT_CODE
+
+
+@pytest.mark.parametrize("method, trainer_name", [
+    ("fuseunet", "nnUNetTrainerFuseUNet"), ("fuseunet", "nnUNetTrainerFuseUNetDS"),
+    ("fuse4seg", "nnUNetTrainerFuse4Seg"), ("hifuse", "nnUNetTrainerHiFuse")])
+def test_the_papers_trainers_keep_a_checkpoint_every_epoch(method, trainer_name, tmp_path, monkeypatch):
+    """nnU-Net's own trainer saves checkpoint_latest.pth every 50th epoch; ours, on the paper's 1000 epochs too,
+    after every one, and stop on SIGTERM / SIGUSR2."""
+    import nnunet_fuse.training as training
+
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    base = json.loads((PLANS / "nnUNetPlans.json").read_text())
+    plans = make_plans_variant(base, load_overlay(method), f"nnUNet{method}Plans", ["3d_fullres"])
+    plans["continue_training"] = False  # nnU-Net 2.8 passes this flag inside the plans dict
+    dataset_json = json.loads((PLANS / "dataset.json").read_text())
+    trainer = getattr(training, trainer_name)(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
+    assert trainer.num_epochs == 1000 and trainer.save_every == 1
+    assert isinstance(trainer.stop_on_signal, StopOnSignal)
+
+
+def test_plain_nnunetv2_train_stops_on_sigterm_and_continues(planned_dataset, tmp_path):
+    """SIGTERM to nnUNetv2_train alone (no scheduler) in the second of two epochs: exit 75, the first epoch's
+    checkpoint and the record of the run; --c ends with two epochs, as an uninterrupted training."""
+    workdir, env, raw = planned_dataset
+    env = {**env, "nnUNet_results": str(tmp_path)}
+    fold = tmp_path / raw.name / "nnUNetTrainerFuseUNet_smoke__nnUNetFuseUNetPlans__2d" / "fold_0"
+    run([str(BIN / "nnunet-fuse"), "plan", "-d", str(TINY_ID), "--method", "fuseunet", "-c", "2d"], env)
+    command = [str(BIN / "nnUNetv2_train"), str(TINY_ID), "2d", "0", "-tr", "nnUNetTrainerFuseUNet_smoke",
+               "-p", "nnUNetFuseUNetPlans", "-device", "cpu"]
+    training = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    output = []
+    try:
+        for line in training.stdout:
+            output.append(line)
+            if line.rstrip().endswith(": Epoch 1"):
+                training.send_signal(signal.SIGTERM)  # to nnUNetv2_train alone, as `kill PID` does
+                break
+        code = training.wait(timeout=300)
+    finally:  # whatever it left running (augmentation workers of a killed trainer would hold its output open)
+        try:
+            os.killpg(training.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    output.append(training.stdout.read())
+    assert code == INTERRUPTED_EXIT_CODE, "".join(output)[-4000:]
+    assert "nnunet_fuse: SIGTERM received in epoch 1: training stopped" in "".join(output)
+    latest = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert latest["current_epoch"] == 1 and not (fold / "checkpoint_final.pth").exists()
+    record = json.loads((fold / "training_record.json").read_text())
+    assert [(r["start_epoch"], r["end_epoch"], r["ended"]) for r in record["runs"]] == [(0, 1, "stopped by SIGTERM")]
+
+    resumed = run(command + ["--c"], env).stdout
+    assert ": Epoch 1\n" in resumed and ": Epoch 0\n" not in resumed
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == 2 and len(final["logging"]["train_losses"]) == 2
+    record = json.loads((fold / "training_record.json").read_text())
+    assert [(r["start_epoch"], r["end_epoch"], r["ended"]) for r in record["runs"]] == [
+        (0, 1, "stopped by SIGTERM"), (1, 2, "finished")]
+    assert record["train_seconds"] == pytest.approx(sum(r["train_seconds"] for r in record["runs"]))
+    assert (fold / "validation" / "summary.json").is_file()
