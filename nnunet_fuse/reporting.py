@@ -1,7 +1,18 @@
-"""Result tables shared by the demo, the profiler, reproduce and the benchmarks."""
+"""Result tables shared by the demo, the profiler, reproduce, classify and the benchmarks, and the one convention
+for a spread over folds: the sample standard deviation (n − 1)."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional, Sequence, Tuple
+
+SPREAD_NOTE = "sd: sample standard deviation over the folds (n − 1)"
+
+
+def mean_and_sd(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    """Mean and sample standard deviation (n − 1) of values; sd None for a single value."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
 
 
 def format_table(rows: List[List[str]]) -> str:

@@ -49,6 +49,36 @@ def test_metrics_against_a_hand_computed_three_class_example():
     assert one_vs_rest_auc(np.array([True, True]), np.array([.2, .3])) is None  # no negative case
 
 
+def test_macro_f1_is_scikit_learns_over_the_classes_referenced_or_predicted():
+    """A class a fold never has in its references but predicts once counts in macro-F1 (F1 0), as in scikit-learn."""
+    from sklearn.metrics import f1_score
+
+    true, probabilities = [0, 0, 1], np.array([[.9, .05, .05], [.2, .1, .7], [.1, .8, .1]])  # predicted: 0 2 1
+    m = classification_metrics(true, probabilities, ["a", "b", "c"])
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert m["macro_f1"] == pytest.approx(f1_score(true, [0, 2, 1], average="macro"))
+
+
+def test_cross_validation_report_gives_the_sample_sd_over_folds(tmp_path):
+    """Two folds at accuracy 1.0 and 0.5: mean 0.750, sample sd 0.354 (the population sd would be 0.250), as
+    reproduce reports its spread over folds."""
+    from nnunet_fuse.classification.evaluation import evaluate_cross_validation
+
+    write_classes(tmp_path, {"s1": "a", "s2": "b", "s3": "a", "s4": "b"})
+    rows = {0: [("s1", "a", "a"), ("s2", "b", "b")], 1: [("s3", "a", "a"), ("s4", "b", "a")]}
+    for fold, samples in rows.items():
+        (tmp_path / f"fold_{fold}").mkdir()
+        with open(tmp_path / f"fold_{fold}" / "validation.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["sample", "cases", "true", "predicted", "p_a", "p_b"])
+            for sample, true, predicted in samples:
+                writer.writerow([sample, sample, true, predicted, *((0.9, 0.1) if predicted == "a" else (0.1, 0.9))])
+    result = evaluate_cross_validation(tmp_path, tmp_path / "report", log=lambda _: None)
+    assert result["mean_over_folds"]["accuracy"] == {"mean": pytest.approx(0.75), "sd": pytest.approx(0.5 ** 0.5 / 2)}
+    report = (tmp_path / "report" / "cv_report.md").read_text()
+    assert "0.750 ± 0.354" in report and "sample standard deviation over the folds (n − 1)" in report
+
+
 def test_classes_json_is_checked_against_the_dataset(tmp_path):
     cases = ["p1_frame01", "p1_frame02", "p2_frame01", "p2_frame02"]
     write_classes(tmp_path, {c: ("x" if c.startswith("p1") else "y") for c in cases})

@@ -14,6 +14,7 @@ import torch
 
 from conftest import TINY_ID, run
 from nnunet_fuse.planning import load_overlay, make_plans_variant
+from nnunet_fuse.reproduce.runs import ReproduceError, check_trained_on_split
 from nnunet_fuse.training.stopping import INTERRUPTED_EXIT_CODE, STOP_SIGNALS, StopOnSignal
 
 BIN = Path(sys.executable).parent
@@ -98,6 +99,16 @@ def test_plain_nnunetv2_train_stops_on_sigterm_and_continues(planned_dataset, tm
     assert latest["current_epoch"] == 1 and not (fold / "checkpoint_final.pth").exists()
     record = json.loads((fold / "training_record.json").read_text())
     assert [(r["start_epoch"], r["end_epoch"], r["ended"]) for r in record["runs"]] == [(0, 1, "stopped by SIGTERM")]
+    # the record names the fold's validation cases from the start, so reproduce refuses to continue this interrupted
+    # training on other folds (it would validate on cases it trained on)
+    splits_file = workdir / "nnUNet_preprocessed" / raw.name / "splits_final.json"
+    splits = json.loads(splits_file.read_text())
+    assert record["validation_cases"] == sorted(splits[0]["val"])
+    check_trained_on_split(fold, 0, splits_file)
+    other_folds = tmp_path / "other_splits.json"
+    other_folds.write_text(json.dumps([splits[1]]))
+    with pytest.raises(ReproduceError, match="was trained on other folds than fold 0"):
+        check_trained_on_split(fold, 0, other_folds)
 
     resumed = run(command + ["--c"], env).stdout
     assert ": Epoch 1\n" in resumed and ": Epoch 0\n" not in resumed

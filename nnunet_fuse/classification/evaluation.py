@@ -17,7 +17,7 @@ import numpy as np
 from nnunet_fuse.atomic_files import replaced_atomically, write_csv_atomically, write_text_atomically
 from nnunet_fuse.classification.metrics import classification_metrics
 from nnunet_fuse.classification.training import ClassificationError
-from nnunet_fuse.reporting import format_table
+from nnunet_fuse.reporting import SPREAD_NOTE, format_table, mean_and_sd
 
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
 
@@ -89,8 +89,7 @@ def evaluate_cross_validation(model_folder: Path, output_folder: Optional[Path] 
     true = [classes.index(r["true"]) for r in pooled_rows]
     probabilities = np.array([[float(r[f"p_{c}"]) for c in classes] for r in pooled_rows])
     pooled = classification_metrics(true, probabilities, classes)
-    summary = {k: {"mean": float(np.mean([m[k] for m in folds.values() if m[k] is not None])),
-                   "sd": float(np.std([m[k] for m in folds.values() if m[k] is not None]))}
+    summary = {k: dict(zip(("mean", "sd"), mean_and_sd([m[k] for m in folds.values() if m[k] is not None])))
                for k in SUMMARY_KEYS if any(m[k] is not None for m in folds.values())}
     result = {"model": str(model_folder), "classes": classes, "folds": folds, "mean_over_folds": summary,
               "pooled": pooled}
@@ -102,8 +101,8 @@ def evaluate_cross_validation(model_folder: Path, output_folder: Optional[Path] 
                              *(r[f"p_{c}"] for c in classes)] for r in pooled_rows])
     fold_table = [["fold", "samples", "accuracy", "balanced accuracy", "macro-F1", "macro AUC"]]
     fold_table += [[f, str(m["n"]), *(_number(m[k]) for k in SUMMARY_KEYS)] for f, m in folds.items()]
-    fold_table.append(["mean ± sd", str(pooled["n"]), *(f"{summary[k]['mean']:.3f} ± {summary[k]['sd']:.3f}"
-                                                        if k in summary else "–" for k in SUMMARY_KEYS)])
+    fold_table.append(["mean ± sd", str(pooled["n"]), *("–" if k not in summary else f"{summary[k]['mean']:.3f}" + (
+        "" if summary[k]["sd"] is None else f" ± {summary[k]['sd']:.3f}") for k in SUMMARY_KEYS)])
     class_table = [["class", "support", "precision", "recall", "F1", "AUC (one vs rest)"]]
     class_table += [[c, str(m["support"]), _number(m["precision"]), _number(m["recall"]), _number(m["f1"]),
                      _number(m["auc"])] for c, m in pooled["per_class"].items()]
@@ -112,7 +111,9 @@ def evaluate_cross_validation(model_folder: Path, output_folder: Optional[Path] 
     chance = 1 / len(classes)
     report = (f"# Cross-validation of {model_folder.name} ({model_folder.parent.name})\n\n"
               f"{len(folds)} fold(s), {pooled['n']} held-out samples; chance accuracy {chance:.2f} "
-              f"(balanced). Each fold's final network on its held-out samples.\n\n{format_table(fold_table)}\n\n"
+              f"(balanced). Each fold's final network on its held-out samples; {SPREAD_NOTE}; macro-F1 over the "
+              f"classes a fold has in its references or its predictions (scikit-learn's f1_score).\n\n"
+              f"{format_table(fold_table)}\n\n"
               f"## Per class (all folds pooled: accuracy {pooled['accuracy']:.3f}, balanced "
               f"{pooled['balanced_accuracy']:.3f}, macro-F1 {pooled['macro_f1']:.3f})\n\n{format_table(class_table)}"
               f"\n\n## Confusion matrix (pooled)\n\n{format_table(confusion_table)}\n\n![confusion matrix]"

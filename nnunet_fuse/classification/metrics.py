@@ -1,7 +1,8 @@
-"""Classification metrics from true labels and predicted class probabilities (numpy only).
+"""Classification metrics from true labels and predicted class probabilities.
 
 Conventions: confusion[i, j] counts cases of true class i predicted as j; precision of a class never predicted is 0
-(as scikit-learn's zero_division=0); balanced accuracy is the mean recall over the classes present; one-vs-rest AUC
+(as scikit-learn's zero_division=0); balanced accuracy is the mean recall over the classes present; macro-F1 is
+scikit-learn's (the mean over the classes present in the references or the predictions); one-vs-rest AUC
 is the Mann–Whitney statistic (ties count half), undefined (None) for a class with no positive or no negative case.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from sklearn.metrics import f1_score
 
 
 def confusion_matrix(true: Sequence[int], predicted: Sequence[int], n_classes: int) -> np.ndarray:
@@ -60,6 +62,6 @@ def classification_metrics(true: Sequence[int], probabilities: np.ndarray, class
     aucs = [m["auc"] for m in present if m["auc"] is not None]
     return {"n": int(len(true)), "accuracy": float((predicted == true).mean()) if len(true) else None,
             "balanced_accuracy": float(np.mean([m["recall"] for m in present])) if present else None,
-            "macro_f1": float(np.mean([m["f1"] for m in present])) if present else None,
+            "macro_f1": float(f1_score(true, predicted, average="macro", zero_division=0)) if len(true) else None,
             "macro_auc": float(np.mean(aucs)) if aucs else None,
             "per_class": per_class, "confusion": confusion.tolist()}

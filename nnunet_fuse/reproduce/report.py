@@ -16,7 +16,7 @@ import numpy as np
 from nnunet_fuse.atomic_files import replaced_atomically, write_text_atomically
 from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
 from nnunet_fuse.planning import count_parameters
-from nnunet_fuse.reporting import format_table
+from nnunet_fuse.reporting import SPREAD_NOTE, format_table, mean_and_sd
 from nnunet_fuse.reproduce.runs import (METHODS, ReproduceError, Training, snapshot_folder, snapshot_iterations)
 
 # nnU-Net (original) in "nnU-Net Revisited" (MICCAI 2024), 5-fold cross-validation mean Dice (%), 1000 epochs
@@ -201,8 +201,8 @@ def curve_summary(curves: Sequence[Dict[int, float]]) -> List[dict]:
     points = []
     for iterations in shared:
         values = [c[iterations] for c in curves]
-        points.append({"iterations": iterations, "mean_dice": float(np.mean(values)),
-                       "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None, "folds": len(values)})
+        mean, sd = mean_and_sd(values)
+        points.append({"iterations": iterations, "mean_dice": mean, "sd": sd, "folds": len(values)})
     return points
 
 
@@ -296,8 +296,9 @@ def write_report(report: dict, out_folder: Path) -> None:
     if curves:
         text += (f"\n## Validation Dice against iterations\n\n{curve_table(report['methods'])}\n\nMean foreground Dice "
                  f"on each fold's validation cases of the training's snapshots (nnUNetv2_predict -chk, nnU-Net's "
-                 f"evaluator) and of its final network, mean ± sd over the folds. A difference is beyond the fold "
-                 f"spread when it is larger than both methods' sd over folds. Plot: learning_curves.png.\n")
+                 f"evaluator) and of its final network, mean ± sd over the folds ({SPREAD_NOTE}). A difference is "
+                 f"beyond the fold spread when it is larger than both methods' sd over folds. Plot: "
+                 f"learning_curves.png.\n")
     write_text_atomically(out_folder / "results.md", text)
     with replaced_atomically(out_folder / "results.png") as png:
         plot_report(report, png)
