@@ -75,6 +75,9 @@ def test_plain_nnunetv2_train_stops_on_sigterm_and_continues(planned_dataset, tm
     env = {**env, "nnUNet_results": str(tmp_path)}
     fold = tmp_path / raw.name / "nnUNetTrainerFuseUNet_smoke__nnUNetFuseUNetPlans__2d" / "fold_0"
     run([str(BIN / "nnunet-fuse"), "plan", "-d", str(TINY_ID), "--method", "fuseunet", "-c", "2d"], env)
+    # a snapshot an earlier training left in the folder: a new training moves it aside, it never deletes it
+    fold.mkdir(parents=True)
+    (fold / "checkpoint_iteration_400.pth").write_bytes(b"an earlier training's snapshot")
     command = [str(BIN / "nnUNetv2_train"), str(TINY_ID), "2d", "0", "-tr", "nnUNetTrainerFuseUNet_smoke",
                "-p", "nnUNetFuseUNetPlans", "-device", "cpu"]
     training = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -95,6 +98,9 @@ def test_plain_nnunetv2_train_stops_on_sigterm_and_continues(planned_dataset, tm
     output.append(training.stdout.read())
     assert code == INTERRUPTED_EXIT_CODE, "".join(output)[-4000:]
     assert "nnunet_fuse: SIGTERM received in epoch 1: training stopped" in "".join(output)
+    moved = list((fold / "earlier_snapshots").glob("*/checkpoint_iteration_400.pth"))
+    assert len(moved) == 1 and moved[0].read_bytes() == b"an earlier training's snapshot"
+    assert "snapshot(s) of an earlier training in this folder were moved to" in "".join(output)
     latest = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
     assert latest["current_epoch"] == 1 and not (fold / "checkpoint_final.pth").exists()
     record = json.loads((fold / "training_record.json").read_text())

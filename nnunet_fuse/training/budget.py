@@ -73,9 +73,14 @@ class BudgetRecordMixin:
                 self._earlier_runs = json.loads(record_file.read_text()).get("runs", [])
             except (OSError, ValueError):
                 pass
-        if self.local_rank == 0 and self.current_epoch == 0:  # a new training: snapshots of an earlier one go
-            for snapshot in Path(self.output_folder).glob(SNAPSHOT_FILE.format("*")):
-                snapshot.unlink()
+        earlier = sorted(Path(self.output_folder).glob(SNAPSHOT_FILE.format("*")))
+        if self.local_rank == 0 and self.current_epoch == 0 and earlier:  # a new training: an earlier one's snapshots
+            aside = Path(self.output_folder) / "earlier_snapshots" / time.strftime("%Y%m%d-%H%M%S")  # kept, not lost
+            aside.mkdir(parents=True, exist_ok=True)
+            for snapshot in earlier:
+                snapshot.rename(aside / snapshot.name)
+            self.print_to_log_file(f"nnunet_fuse: this training starts at epoch 0; the {len(earlier)} snapshot(s) of an "
+                                   f"earlier training in this folder were moved to {aside}")
         self.save_snapshot(overwrite=False)  # a run interrupted between checkpoint_latest and its snapshot
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
