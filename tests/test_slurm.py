@@ -40,6 +40,17 @@ def slurm(tmp_path_factory):
         cluster.stop()
 
 
+def test_slurm_time_formats_and_bad_ones():
+    from nnunet_fuse.reproduce.launchers.slurm import slurm_minutes
+    from nnunet_fuse.reproduce.runs import ReproduceError
+
+    assert [slurm_minutes(t) for t in ("90", "1:30", "12:00:00", "2-00", "1-2:30", "1-00:00:30")] == [
+        90, 2, 720, 2880, 1590, 1441]
+    for bad in ("", "1h", "12:00:00:00", "-5"):
+        with pytest.raises(ReproduceError, match="is not a SLURM time"):
+            slurm_minutes(bad)
+
+
 def squeue(cluster, job_id):
     """(state, restart count) of one array task, as SLURM reports it."""
     out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", job_id.split("_")[0], "-O",

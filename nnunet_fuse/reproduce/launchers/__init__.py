@@ -13,8 +13,6 @@ from nnunet_fuse.reproduce.runs import Training
 
 
 class Launcher(ABC):
-    name: str
-
     @abstractmethod
     def launch(self, trainings: Sequence[Training], env: Dict[str, str], folder: Path) -> bool:
         """Run or submit the unfinished trainings (folder: the report folder, where a launcher keeps its files);

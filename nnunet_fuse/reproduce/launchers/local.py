@@ -9,8 +9,6 @@ from nnunet_fuse.reproduce.runs import Training, run_training
 
 
 class LocalLauncher(Launcher):
-    name = "local"
-
     def __init__(self, n_processes: int):
         self.n_processes = n_processes  # nnUNetv2_predict's processes for the snapshot validation
 

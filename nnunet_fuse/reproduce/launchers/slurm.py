@@ -138,8 +138,6 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> List[str]:
 
 
 class SlurmLauncher(Launcher):
-    name = "slurm"
-
     def __init__(self, resources: SlurmResources):
         self.resources = resources
 
