@@ -77,18 +77,17 @@ def fold_result(fold_folder: Path, dataset_json: dict) -> dict:
             "peak_memory_mb": record.get("peak_memory_mb"), "peak_memory_kind": record.get("peak_memory_kind")}
 
 
-def snapshot_curve(training: Training) -> Dict[int, float]:
+def snapshot_curve(training: Training, final_dice: float) -> Dict[int, float]:
     """{iterations: mean foreground Dice on the fold's validation cases} of the training's validated snapshots
-    (runs.validate_snapshots) and its final network (nnU-Net's own validation)."""
+    (runs.validate_snapshots) and its final network (``final_dice``: nnU-Net's own validation, from fold_result)."""
     from nnunetv2.evaluation.evaluate_predictions import load_summary_json
 
     curve = {}
     for iterations in snapshot_iterations(training.folder):
         summary = load_summary_json(str(snapshot_folder(training.folder, iterations) / "summary.json"))
         curve[iterations] = float(summary["foreground_mean"]["Dice"])
-    final = load_summary_json(str(training.folder / "validation" / "summary.json"))
     epochs, iterations, _ = BUDGETS[training.budget]
-    curve[epochs * iterations] = float(final["foreground_mean"]["Dice"])
+    curve[epochs * iterations] = final_dice
     return curve
 
 
@@ -104,7 +103,7 @@ def comparison_report(trainings: Sequence[Training], device: str, earlier: Optio
         for t in own:
             per_fold[t.fold] = fold_result(t.folder, dataset_json)
             if t.curve:
-                per_fold[t.fold]["curve"] = snapshot_curve(t)
+                per_fold[t.fold]["curve"] = snapshot_curve(t, per_fold[t.fold]["mean_dice"])
         plans_file = own[0].folder.parent / "plans.json"
         params = count_parameters(plans_file, own[0].folder.parent / "dataset.json", first.configuration)
         rows.append(summarise(method, METHODS[method].label, own[0].trainer, own[0].plans_name, per_fold, params,
