@@ -3,8 +3,11 @@
 Every plans variant (``plans[PLANS_KEY]["version"]``) and every checkpoint of our trainers
 (``checkpoint["nnunet_fuse_version"]``) records the version that wrote it. Files of 0.1.x carry none and are read as
 0.1.0. Versions follow semantic versioning with the 0.x rule: files of an earlier minor version from
-OLDEST_COMPATIBLE on load, files of a newer minor (or major) version do not. A method whose network changed since
-then has a later oldest version of its own (OLDEST_COMPATIBLE_BY_METHOD), for its plans and checkpoints.
+OLDEST_COMPATIBLE on load, files of a newer minor (or major) version do not. A network class whose meaning changed
+since then (same parameter names, different output) has a later oldest version of its own
+(OLDEST_COMPATIBLE_BY_NETWORK). ``check_compatible`` is the one check every reader of a plans file or checkpoint goes
+through; it finds the networks in the file itself (a plans file's configurations, a checkpoint's ``init_args``), so a
+method that reuses a network class is covered without being named.
 """
 from __future__ import annotations
 
@@ -18,10 +21,11 @@ from nnunet_fuse.input_check import read_json
 PLANS_KEY = "nnunet_fuse"  # present in every plans file nnunet_fuse writes: method, base plans, trainer, version
 CHECKPOINT_VERSION_KEY = "nnunet_fuse_version"
 OLDEST_COMPATIBLE = (0, 1)  # the (major, minor) of the oldest files this version reads
-# method → ((major, minor) of its oldest files this version reads, what changed then)
-OLDEST_COMPATIBLE_BY_METHOD = {
-    "fuse4seg": ((0, 4), "Fuse4Seg's fusion network changed in 0.4 (it corrects the average of the modalities instead "
-                         "of decoding the image; 0.3: tile-independent)"),
+# network class → ((major, minor) of its oldest files this version reads, what changed then)
+OLDEST_COMPATIBLE_BY_NETWORK = {
+    "nnunet_fuse.architectures.Fuse4SegNet": (
+        (0, 4), "Fuse4Seg's fusion network changed in 0.4 (it corrects the average of the modalities instead of "
+                "decoding the image; 0.3: tile-independent)"),
 }
 UNRECORDED = "0.1.0"  # what a file without a recorded version was written by
 
@@ -39,13 +43,9 @@ def release(version: str) -> Tuple[int, int]:
         raise IncompatibleVersionError(f"'{version}' is not an nnunet_fuse version (expected MAJOR.MINOR.PATCH)")
 
 
-def check_written_by(recorded: Optional[str], what: str, method: Optional[str] = None) -> None:
-    """Raise IncompatibleVersionError, naming ``what`` (a file) and the fix, unless this version can use a file that
-    nnunet_fuse ``recorded`` wrote (None: written before versions were recorded, i.e. 0.1.x) for ``method`` (the
-    plans' method; None: any)."""
-    written_by = recorded or UNRECORDED
-    ours = release(__version__)
-    theirs = release(written_by)
+def _check_release(written_by: str, what: str) -> Tuple[int, int]:
+    """(major, minor) of ``written_by``, or IncompatibleVersionError when this version reads no file of it."""
+    ours, theirs = release(__version__), release(written_by)
     if theirs > ours:
         raise IncompatibleVersionError(
             f"{what} was written by nnunet_fuse {written_by}, newer than the installed {__version__}; install a "
@@ -55,14 +55,7 @@ def check_written_by(recorded: Optional[str], what: str, method: Optional[str] =
             f"{what} was written by nnunet_fuse {written_by}; the installed {__version__} reads files of "
             f"{OLDEST_COMPATIBLE[0]}.{OLDEST_COMPATIBLE[1]} and later. Install nnunet_fuse=={written_by} to use it, "
             f"or write the plans again (nnunet-fuse plan) and retrain.")
-    if method in OLDEST_COMPATIBLE_BY_METHOD:
-        oldest, change = OLDEST_COMPATIBLE_BY_METHOD[method]
-        if theirs < oldest:
-            raise IncompatibleVersionError(
-                f"{what} was written by nnunet_fuse {written_by} for {method}; {change}, so the installed "
-                f"{__version__} reads {method} files of {oldest[0]}.{oldest[1]} and later. Install "
-                f"nnunet_fuse=={written_by} to use it, or write the plans again (nnunet-fuse plan -d DATASET "
-                f"--method {method} --overwrite) and retrain.")
+    return theirs
 
 
 def plans_method(plans: dict) -> Optional[str]:
@@ -70,10 +63,45 @@ def plans_method(plans: dict) -> Optional[str]:
     return plans.get(PLANS_KEY, {}).get("method")
 
 
-def check_plans_written_by(plans: dict, what: str) -> None:
-    """check_written_by for a plans dict: nnU-Net's own plans (no PLANS_KEY) and ours of compatible versions pass."""
-    if PLANS_KEY in plans:
-        check_written_by(plans[PLANS_KEY].get("version"), what, plans_method(plans))
+def plans_networks(plans: dict, configuration: Optional[str] = None) -> List[str]:
+    """The network classes a plans dict names (of one configuration, or of all), sorted."""
+    configurations = plans.get("configurations", {})
+    chosen = [configuration] if configuration is not None else list(configurations)
+    return sorted({configurations[c].get("architecture", {}).get("network_class_name", "")
+                   for c in chosen if c in configurations} - {""})
+
+
+def is_checkpoint(content: dict) -> bool:
+    return "network_weights" in content
+
+
+def check_compatible(content: dict, what: str) -> None:
+    """Raise IncompatibleVersionError, naming ``what`` (the file) and the fix, unless this version can use
+    ``content``: a plans dict or a loaded checkpoint (a dict with 'network_weights'). nnU-Net's own plans pass; a
+    checkpoint without a recorded version is one of nnU-Net's trainers or of nnunet_fuse 0.1.x."""
+    if is_checkpoint(content):
+        recorded = content.get(CHECKPOINT_VERSION_KEY)
+        init_args = content.get("init_args") or {}  # nnU-Net's trainers save their plans and configuration there
+        plans = init_args.get("plans") or {}
+        networks = plans_networks(plans, init_args.get("configuration")) if plans else []
+    elif PLANS_KEY in content:
+        plans, recorded, networks = content, content[PLANS_KEY].get("version"), plans_networks(content)
+    else:
+        return  # nnU-Net's own plans
+    written_by = recorded or UNRECORDED
+    theirs = _check_release(written_by, what)
+    method = plans_method(plans)
+    for network in networks:
+        if network in OLDEST_COMPATIBLE_BY_NETWORK:
+            oldest, change = OLDEST_COMPATIBLE_BY_NETWORK[network]
+            if theirs < oldest:
+                plan_again = f"nnunet-fuse plan -d DATASET --method {method} --overwrite" if method else \
+                    "nnunet-fuse plan -d DATASET --method METHOD --overwrite"
+                raise IncompatibleVersionError(
+                    f"{what} was written by nnunet_fuse {written_by} for {method or network}; {change}, so the "
+                    f"installed {__version__} reads {network.rsplit('.', 1)[-1]} files of {oldest[0]}.{oldest[1]} "
+                    f"and later. Install nnunet_fuse=={written_by} to use it, or write the plans again "
+                    f"({plan_again}) and retrain.")
 
 
 def installed_versions() -> str:
@@ -92,9 +120,9 @@ def model_versions(model_folder: Union[str, Path]) -> List[Tuple[str, str]]:
     (nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION): its plans.json and every fold's checkpoints."""
     import torch
 
-    def verdict(recorded: Optional[str], what: str) -> str:
+    def verdict(content: dict, what: str) -> str:
         try:
-            check_written_by(recorded, what, method)
+            check_compatible(content, what)
             return "usable by this version"
         except IncompatibleVersionError as e:
             return f"NOT usable: {e}"
@@ -104,13 +132,15 @@ def model_versions(model_folder: Union[str, Path]) -> List[Tuple[str, str]]:
         raise IncompatibleVersionError(f"{folder} is not a trained model folder (no plans.json); give "
                                        f"nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION")
     plans = read_json(folder / "plans.json")
-    marker, method = plans.get(PLANS_KEY), plans_method(plans)
+    marker = plans.get(PLANS_KEY)
     rows = [(str(folder / "plans.json"),
              "nnU-Net's own plans (no nnunet_fuse network)" if marker is None else
              f"nnunet_fuse {marker.get('version') or 'before 0.2 (no version recorded)'}, method "
-             f"{marker.get('method')}: {verdict(marker.get('version'), 'plans.json')}")]
+             f"{marker.get('method')}: {verdict(plans, 'plans.json')}")]
     for checkpoint in sorted(folder.glob("fold_*/checkpoint_*.pth")):
-        recorded = torch.load(checkpoint, map_location="cpu", weights_only=False).get(CHECKPOINT_VERSION_KEY)
-        rows.append((str(checkpoint), f"nnunet_fuse {recorded}: {verdict(recorded, checkpoint.name)}" if recorded else
-                     "no nnunet_fuse version (nnU-Net's own trainer, or nnunet_fuse before 0.2)"))
+        content = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        recorded = content.get(CHECKPOINT_VERSION_KEY)
+        writer = f"nnunet_fuse {recorded}" if recorded else \
+            "no nnunet_fuse version (nnU-Net's own trainer, or nnunet_fuse before 0.2)"
+        rows.append((str(checkpoint), f"{writer}: {verdict(content, checkpoint.name)}"))
     return rows

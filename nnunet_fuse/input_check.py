@@ -144,7 +144,7 @@ def check_prediction_inputs(model_folder: PathLike, input_folder: PathLike, conf
     """What ``nnUNetv2_predict`` needs, checked against a trained model folder (nnUNet_results/Dataset/TRAINER__PLANS__
     CONFIGURATION): its dataset.json and plans.json, a readable checkpoint for each fold, and the input folder
     (check_case_folder). Returns {case: [channel files]}."""
-    from nnunet_fuse.compatibility import IncompatibleVersionError, check_plans_written_by, plans_method
+    from nnunet_fuse.compatibility import IncompatibleVersionError, check_compatible
     from nnunet_fuse.training.checkpoints import read_checkpoint
 
     model_folder = Path(model_folder)
@@ -154,7 +154,7 @@ def check_prediction_inputs(model_folder: PathLike, input_folder: PathLike, conf
     dataset_json = read_json(model_folder / "dataset.json")
     plans = read_json(model_folder / "plans.json")
     try:
-        check_plans_written_by(plans, str(model_folder / "plans.json"))
+        check_compatible(plans, str(model_folder / "plans.json"))
     except IncompatibleVersionError as e:
         raise InputError(str(e)) from e
     if configuration not in plans.get("configurations", {}):
@@ -166,7 +166,7 @@ def check_prediction_inputs(model_folder: PathLike, input_folder: PathLike, conf
             raise InputError(f"no {checkpoint_name} for fold {fold} in {model_folder}; train that fold or choose the "
                              f"trained folds with -f")
         try:
-            read_checkpoint(checkpoint, plans_method(plans))
+            read_checkpoint(checkpoint)
         except RuntimeError as e:
             raise InputError(str(e)) from e
     channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))

@@ -18,7 +18,7 @@ import numpy as np
 
 from nnunet_fuse import __version__
 from nnunet_fuse.atomic_files import write_text_atomically
-from nnunet_fuse.compatibility import PLANS_KEY, IncompatibleVersionError, check_plans_written_by
+from nnunet_fuse.compatibility import PLANS_KEY, IncompatibleVersionError, check_compatible
 from nnunet_fuse.input_check import read_json
 from nnunet_fuse.resources import plans_overlays_folder
 
@@ -390,7 +390,7 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
 def _readable(plans: dict) -> bool:
     """Whether this version reads plans written by the version they record."""
     try:
-        check_plans_written_by(plans, "plans")
+        check_compatible(plans, "plans")
     except IncompatibleVersionError:
         return False
     return True
@@ -410,7 +410,7 @@ def merged_variant(existing: dict, new: dict, target: Path, overwrite: bool,
     or base plans, is replaced only with ``overwrite`` (trained models may depend on it); otherwise PlanningError.
     A variant written by a version this one cannot read is replaced as a whole with ``overwrite``."""
     try:
-        check_plans_written_by(existing, str(target))
+        check_compatible(existing, str(target))
     except IncompatibleVersionError as e:
         if overwrite:
             log(f"replacing {target} as a whole: {e}")
@@ -447,12 +447,13 @@ def merged_variant(existing: dict, new: dict, target: Path, overwrite: bool,
 def network_from_plans(plans: dict, dataset_json: dict, configuration: str, deep_supervision: bool = False):
     """The network a plans configuration builds, constructed as nnU-Net's trainers do (no weight init).
 
-    Returns (network, configuration_manager).
+    Returns (network, configuration_manager); IncompatibleVersionError for plans this version cannot build.
     """
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    check_compatible(plans, f"plans '{plans.get('plans_name')}'")
     plans_manager = PlansManager(plans)
     cm = plans_manager.get_configuration(configuration)
     network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,

@@ -1,5 +1,6 @@
 """Plans variants written from real nnU-Net plans (nnUNetPlans and ResEnc M) and their error cases."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,42 +132,99 @@ def test_errors_are_clear_and_write_nothing(planned_dataset, tmp_path):
 
 
 def test_plugin_versions_decide_what_loads(tmp_path):
-    from nnunet_fuse.compatibility import IncompatibleVersionError, check_written_by
+    from nnunet_fuse.compatibility import IncompatibleVersionError, check_compatible
     from nnunet_fuse.training.checkpoints import read_checkpoint
 
-    check_written_by(__version__, "x")
-    check_written_by(None, "x")  # 0.1.x recorded no version; it is read as 0.1.0
+    def ours(version):
+        return {"nnunet_fuse": {"method": "fuseunet", "version": version}}
+
+    check_compatible(ours(__version__), "x")
+    check_compatible({"nnunet_fuse": {"method": "fuseunet"}}, "x")  # 0.1.x recorded no version; it is read as 0.1.0
+    check_compatible({"plans_name": "nnUNetPlans"}, "x")  # nnU-Net's own plans
     with pytest.raises(IncompatibleVersionError, match=r"plans P was written by nnunet_fuse 9\.0\.0, newer .* "
                                                         r"pip install 'nnunet_fuse>=9\.0'"):
-        check_written_by("9.0.0", "plans P")
+        check_compatible(ours("9.0.0"), "plans P")
     with pytest.raises(IncompatibleVersionError, match=r"0\.0\.3; the installed .* nnunet_fuse==0\.0\.3"):
-        check_written_by("0.0.3", "plans P")
+        check_compatible(ours("0.0.3"), "plans P")
     checkpoint = tmp_path / "checkpoint_latest.pth"
     torch.save({"network_weights": {}, "nnunet_fuse_version": "0.99.0"}, checkpoint)
     with pytest.raises(IncompatibleVersionError, match=f"checkpoint {checkpoint} was written by nnunet_fuse 0.99.0"):
         read_checkpoint(checkpoint)
 
 
-def test_fuse4seg_files_from_before_its_current_fusion_network_are_refused(tmp_path):
-    """Fuse4Seg's fusion network changed in 0.3 (tile-independent) and 0.4 (it corrects the average), both times
-    with the same parameter names, so loading would succeed and fuse differently: its plans and checkpoints of 0.3
-    are refused with what to do; the other methods' 0.3 files still load."""
-    from nnunet_fuse.compatibility import IncompatibleVersionError, check_plans_written_by, model_versions
-    from nnunet_fuse.training.checkpoints import read_checkpoint
+BRATS_PLANS = Path(__file__).resolve().parents[1] / "benchmarks" / "plans" / "Dataset137_BraTSlike"
 
-    refused = r"written by nnunet_fuse 0\.3\.0 for fuse4seg; Fuse4Seg's fusion network changed in 0\.4 .* " \
-              r"nnunet_fuse==0\.3\.0 .*nnunet-fuse plan -d DATASET --method fuse4seg --overwrite"
-    with pytest.raises(IncompatibleVersionError, match=refused):
-        check_plans_written_by({"nnunet_fuse": {"method": "fuse4seg", "version": "0.3.0"}}, "plans P")
-    check_plans_written_by({"nnunet_fuse": {"method": "fuseunet", "version": "0.3.0"}}, "plans P")
-    check_plans_written_by({"nnunet_fuse": {"method": "fuse4seg", "version": __version__}}, "plans P")
-    model = tmp_path / "nnUNetTrainerFuse4Seg__nnUNetFuse4SegPlans__2d"
+
+def plans_of_every_method(version: str) -> dict:
+    """{method: its plans variant of real 4-channel plans, recorded as written by ``version``}."""
+    base = json.loads((BRATS_PLANS / "nnUNetPlans.json").read_text())
+    variants = {}
+    for method in available_methods():
+        overlay = load_overlay(method)
+        plans = make_plans_variant(base, overlay, variant_plans_name("nnUNetPlans", overlay["plans_infix"]),
+                                   ["3d_fullres"])
+        plans["nnunet_fuse"]["version"] = version
+        variants[method] = plans
+    return variants
+
+
+def test_fuse4seg_files_from_before_its_current_fusion_network_are_refused_by_every_reader(tmp_path, monkeypatch):
+    """Fuse4Seg's fusion network changed in 0.3 (tile-independent) and 0.4 (it corrects the average), both times
+    with the same parameter names, so loading would succeed and fuse differently. The check is keyed on the network
+    class a file holds, so every method built on Fuse4SegNet (fuse4seg, fuse4seg-fuseunet) is refused at 0.3 and
+    the others load; each reader of plans and checkpoints refuses: the trainer (plans, --c checkpoint), the network
+    builder (profile, parameter counts), -pretrained_weights, check-inputs and `nnunet-fuse versions`."""
+    from nnunet_fuse.compatibility import IncompatibleVersionError, check_compatible, model_versions
+    from nnunet_fuse.input_check import InputError, check_prediction_inputs
+    from nnunet_fuse.planning import network_from_plans
+    from nnunet_fuse.training.checkpoints import read_checkpoint
+    from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg
+    from nnunet_fuse.training.pretrained import transfer_pretrained_weights
+
+    refused = r"written by nnunet_fuse 0\.3\.0 for {}; Fuse4Seg's fusion network changed in 0\.4 .* " \
+              r"nnunet_fuse==0\.3\.0 .*nnunet-fuse plan -d DATASET --method {} --overwrite"
+    old = plans_of_every_method("0.3.0")
+    fuse4seg_methods = sorted(m for m, plans in old.items()
+                              if plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"]
+                              == "nnunet_fuse.architectures.Fuse4SegNet")
+    assert fuse4seg_methods == ["fuse4seg", "fuse4seg-fuseunet"]
+    for method, plans in old.items():
+        checkpoint = tmp_path / f"{method}.pth"
+        torch.save({"network_weights": {}, "nnunet_fuse_version": "0.3.0",
+                    "init_args": {"plans": plans, "configuration": "3d_fullres"}}, checkpoint)
+        if method in fuse4seg_methods:
+            match = refused.format(method, method)
+            with pytest.raises(IncompatibleVersionError, match=match):
+                check_compatible(plans, "plans P")
+            with pytest.raises(IncompatibleVersionError, match=match):
+                read_checkpoint(checkpoint)
+            with pytest.raises(IncompatibleVersionError, match=match):
+                transfer_pretrained_weights(torch.nn.Linear(1, 1), checkpoint)
+            with pytest.raises(IncompatibleVersionError, match=match):
+                network_from_plans(plans, json.loads((BRATS_PLANS / "dataset.json").read_text()), "3d_fullres")
+        else:
+            check_compatible(plans, "plans P")
+            read_checkpoint(checkpoint)
+    current = plans_of_every_method(__version__)
+    for method in fuse4seg_methods:
+        check_compatible(current[method], "plans P")
+    # the trainer refuses the plans before creating anything
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    dataset_json = json.loads((BRATS_PLANS / "dataset.json").read_text())
+    with pytest.raises(IncompatibleVersionError, match=refused.format("fuse4seg-fuseunet", "fuse4seg-fuseunet")):
+        nnUNetTrainerFuse4Seg(old["fuse4seg-fuseunet"], "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
+    assert not (tmp_path / "results").exists()
+    # a trained model folder: check-inputs and `nnunet-fuse versions`
+    model = tmp_path / "nnUNetTrainerFuse4Seg__nnUNetFuse4SegFuseUNetPlans__3d_fullres"
     (model / "fold_0").mkdir(parents=True)
-    (model / "plans.json").write_text(json.dumps({"nnunet_fuse": {"method": "fuse4seg", "version": "0.3.0"}}))
-    checkpoint = model / "fold_0" / "checkpoint_final.pth"
-    torch.save({"network_weights": {}, "nnunet_fuse_version": "0.3.0"}, checkpoint)
-    with pytest.raises(IncompatibleVersionError, match=refused):
-        read_checkpoint(checkpoint, "fuse4seg")
-    read_checkpoint(checkpoint, "hifuse")
-    verdicts = dict(model_versions(model))
-    assert all("NOT usable" in v and "fusion network changed in 0.4" in v for v in verdicts.values()), verdicts
+    (model / "plans.json").write_text(json.dumps(old["fuse4seg-fuseunet"]))
+    (model / "dataset.json").write_text(json.dumps(dataset_json))
+    (tmp_path / "fuse4seg-fuseunet.pth").rename(model / "fold_0" / "checkpoint_final.pth")
+    with pytest.raises(InputError, match=refused.format("fuse4seg-fuseunet", "fuse4seg-fuseunet")):
+        check_prediction_inputs(model, tmp_path, "3d_fullres", [0])
+    (model / "plans.json").write_text(json.dumps(current["fuse4seg-fuseunet"]))  # the checkpoint alone is refused
+    with pytest.raises(InputError, match=refused.format("fuse4seg-fuseunet", "fuse4seg-fuseunet")):
+        check_prediction_inputs(model, tmp_path, "3d_fullres", [0])
+    verdicts = model_versions(model)
+    assert "usable by this version" in verdicts[0][1]
+    assert "NOT usable" in verdicts[1][1] and "fusion network changed in 0.4" in verdicts[1][1], verdicts

@@ -12,21 +12,21 @@ the epoch in progress.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_fuse import __version__
 from nnunet_fuse.atomic_files import replaced_atomically
-from nnunet_fuse.compatibility import CHECKPOINT_VERSION_KEY, check_written_by, plans_method
+from nnunet_fuse.compatibility import CHECKPOINT_VERSION_KEY, check_compatible
 from nnunet_fuse.training.stopping import StopOnSignal
 
 
-def read_checkpoint(filename: Union[str, Path], method: Optional[str] = None) -> dict:
+def read_checkpoint(filename: Union[str, Path]) -> dict:
     """torch.load of a checkpoint, or RuntimeError naming the file when it is truncated, corrupt or not one, or
-    IncompatibleVersionError when an nnunet_fuse version this one cannot read wrote it (for ``method``, the method
-    of the plans it is trained with; None: any)."""
+    IncompatibleVersionError when an nnunet_fuse version this one cannot read wrote it (compatibility.check_compatible:
+    the plugin version and the networks its plans name)."""
     try:
         checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
     except Exception as e:  # pickle, zip and EOF errors all mean the same to the user
@@ -36,7 +36,7 @@ def read_checkpoint(filename: Union[str, Path], method: Optional[str] = None) ->
             f"(checkpoint_latest.pth, checkpoint_best.pth), or starts anew when none is left.") from e
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise RuntimeError(f"{filename} is not an nnU-Net training checkpoint (no 'network_weights')")
-    check_written_by(checkpoint.get(CHECKPOINT_VERSION_KEY), f"checkpoint {filename}", method)
+    check_compatible(checkpoint, f"checkpoint {filename}")
     return checkpoint
 
 
@@ -86,7 +86,7 @@ class SafeCheckpointTrainer(nnUNetTrainer):
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
         if not isinstance(filename_or_checkpoint, str):  # nnU-Net's own load_checkpoint only reads file names
             raise TypeError(f"{type(self).__name__}.load_checkpoint takes a checkpoint file name")
-        checkpoint = read_checkpoint(filename_or_checkpoint, plans_method(self.plans_manager.plans))
+        checkpoint = read_checkpoint(filename_or_checkpoint)
         self.check_checkpoint(checkpoint, filename_or_checkpoint)
         super().load_checkpoint(filename_or_checkpoint)
         self.restore_extra_checkpoint_state(checkpoint)

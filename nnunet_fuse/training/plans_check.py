@@ -11,7 +11,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnunet_fuse.compatibility import check_plans_written_by
+from nnunet_fuse.compatibility import check_compatible
 from nnunet_fuse.planning import load_overlay, variant_plans_name
 from nnunet_fuse.training.checkpoints import SafeCheckpointTrainer
 
@@ -30,7 +30,7 @@ def check_plans_network(plans_manager: PlansManager, configuration_manager: Conf
             f"{trainer_name} needs {label} plans, but plans '{plans_name}' name the network '{network}'. Write "
             f"{label} plans with `nnunet-fuse plan -d <dataset> --method {methods[0]}` and train with "
             f"`-p {variant_plans_name('nnUNetPlans', label)}`.")
-    check_plans_written_by(plans_manager.plans, f"plans '{plans_name}'")
+    check_compatible(plans_manager.plans, f"plans '{plans_name}'")
 
 
 class MethodPlansTrainer(SafeCheckpointTrainer):
