@@ -37,6 +37,28 @@ def dataset_id(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count or size: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number (1, 2, ...)")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of a count that may be 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number >= 0")
+    return value
+
+
 def _device(name: Optional[str]) -> str:
     """-device as given, or cuda when available; InputError for a device this machine lacks."""
     import torch
@@ -55,14 +77,23 @@ def _plan(args: argparse.Namespace) -> int:
     preprocessed = _nnunet_folder("nnUNet_preprocessed")
     if not preprocessed:
         return 2
+    method = args.method if not args.segment_with else f"{args.method}-{args.segment_with}"
+    if args.segment_with and method not in available_methods():
+        hosts = sorted(m[:-len(f"-{args.segment_with}")] for m in available_methods()
+                       if m.endswith(f"-{args.segment_with}"))
+        print(f"error: --segment-with picks the segmentation network behind {' or '.join(hosts)} (--method "
+              f"{hosts[0]} --segment-with {args.segment_with}); --method {args.method} has no separate segmentation "
+              f"network: leave --segment-with out", file=sys.stderr)
+        return 2
     try:
-        method = args.method if not args.segment_with else f"{args.method}-{args.segment_with}"
         result = write_plans_variant(preprocessed, args.d, method, args.base_plans, args.c, args.plans_name,
                                      args.overwrite, args.keep_base_batch_and_patch)
     except (PlanningError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{result['status']}: {result['path']}")
+    same = " (it already holds these configurations as this version plans them: nothing to replace)" \
+        if result["status"] == "unchanged" else ""
+    print(f"{result['status']}: {result['path']}{same}")
     print(f"configurations: {', '.join(result['configurations'])}")
     plans = json.loads(Path(result["path"]).read_text())
     for name in result["configurations"]:
@@ -204,6 +235,7 @@ def _profile(args: argparse.Namespace) -> int:
 
     import torch
 
+    from nnunet_fuse.compatibility import IncompatibleVersionError
     from nnunet_fuse.reporting import format_table
     from nnunet_fuse.planning import find_dataset_folder
     from nnunet_fuse.profiling import profile_plans, table_rows, write_outputs
@@ -223,6 +255,12 @@ def _profile(args: argparse.Namespace) -> int:
             names = args.p or ["nnUNetPlans", *sorted(p.stem for p in folder.glob("nnUNetResEnc*Plans.json"))]
             plans_files = [folder / f"{name}.json" for name in names]
             dataset_json_file = folder / "dataset.json"
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown_methods = [m for m in methods if m not in available_methods()]
+        if unknown_methods or not methods:
+            raise InputError(f"--methods: unknown method '{(unknown_methods or [args.methods])[0]}'; give methods of "
+                             f"{', '.join(available_methods())}, comma-separated (nnU-Net's network and the encoder "
+                             f"alone are always profiled beside them)")
         plans = [read_json(f) for f in plans_files]
         dataset_json = read_json(dataset_json_file)
         device = torch.device(_device(args.device))
@@ -236,9 +274,8 @@ def _profile(args: argparse.Namespace) -> int:
     try:
         rows = profile_plans(plans, dataset_json, args.c, device, args.batch, args.patch_size, args.warmup,
                              args.repeats, inference=not args.no_inference, compile=args.compile,
-                             methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-                             inference_repeats=args.inference_repeats)
-    except ValueError as e:
+                             methods=methods, inference_repeats=args.inference_repeats)
+    except (ValueError, PlanningError, IncompatibleVersionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cfg = plans[0]["configurations"][args.c]
@@ -373,7 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--method", required=True, help=f"one of: {', '.join(available_methods())}")
     plan.add_argument("--base-plans", default="nnUNetPlans",
                       help="existing nnU-Net plans to start from (default nnUNetPlans; e.g. nnUNetResEncUNetMPlans)")
-    plan.add_argument("-c", nargs="+", default=None, help="configurations to keep (default: all), e.g. 2d 3d_fullres")
+    plan.add_argument("-c", nargs="+", default=None,
+                      help="configurations to write (default: all of the base plans' that the method can train), "
+                           "e.g. 2d 3d_fullres; an existing variant keeps its other configurations")
     plan.add_argument("--plans-name", default=None, help="name of the variant (default e.g. nnUNetFuseUNetPlans)")
     plan.add_argument("--overwrite", action="store_true", help="replace an earlier, different variant of ours")
     plan.add_argument("--keep-base-batch-and-patch", action="store_true",
@@ -415,13 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--plans-file", nargs="+", default=None, help="plans JSON file(s) instead of -d")
     prof.add_argument("--dataset-json", default=None, help="with --plans-file: dataset.json (default: beside it)")
     prof.add_argument("-device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
-    prof.add_argument("--batch", type=int, default=None, help="batch size (default: the plan's)")
-    prof.add_argument("--patch-size", type=int, nargs="+", default=None, help="override the plan's patch size")
-    prof.add_argument("--warmup", type=int, default=1)
-    prof.add_argument("--repeats", type=int, default=3, help="timed training steps (median reported)")
+    prof.add_argument("--batch", type=positive_int, default=None, help="batch size (default: the plan's)")
+    prof.add_argument("--patch-size", type=positive_int, nargs="+", default=None,
+                      help="override the plan's patch size")
+    prof.add_argument("--warmup", type=non_negative_int, default=1)
+    prof.add_argument("--repeats", type=positive_int, default=3, help="timed training steps (median reported)")
     prof.add_argument("--compile", action="store_true", help="train through torch.compile (FLOPs, inference eager)")
     prof.add_argument("--no-inference", action="store_true", help="skip the sliding-window inference timing")
-    prof.add_argument("--inference-repeats", type=int, default=1,
+    prof.add_argument("--inference-repeats", type=positive_int, default=1,
                       help="timed sliding-window predictions per network, round-robin (median reported)")
     prof.add_argument("--plot", action="store_true", help="also write a PNG bar chart")
     prof.add_argument("--methods", default="fuseunet",
@@ -548,8 +588,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run a command; a user error no command caught itself still ends with one ``error:`` line and exit 2."""
+    from nnunet_fuse.compatibility import IncompatibleVersionError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (InputError, PlanningError, IncompatibleVersionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -45,26 +45,50 @@ def check_finite(values: np.ndarray, path: Path) -> None:
             raise InputError(f"{path} has {bad} NaN or infinite voxel(s); replace them (e.g. by 0) before using it")
 
 
+def _check_present(path: Path) -> None:
+    if not path.is_file():
+        raise InputError(f"missing file {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes); copy or export it again")
+
+
+def _unreadable(path: Path, error: RuntimeError) -> InputError:
+    reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return InputError(f"{path} cannot be read as an image ({reason})")
+
+
 def read_image(path: PathLike) -> "SimpleITK.Image":
     """The image at path, after checking that it exists, is complete (NIfTI) and has no NaN or Inf voxel."""
     import SimpleITK as sitk
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"missing file {path}")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path} is empty (0 bytes); copy or export it again")
+    _check_present(path)
     nifti = path.name.endswith(NIFTI_ENDINGS)
     if nifti:
         check_nifti_data(path)  # completeness and NaN/Inf from the file's own values
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path} cannot be read as an image ({reason})") from e
+        raise _unreadable(path, e) from e
     if not nifti:  # SimpleITK's NIfTI reader has turned NaN/Inf into 0 already: only other formats checked here
         check_finite(sitk.GetArrayViewFromImage(image), path)
     return image
+
+
+def read_image_header(path: PathLike) -> "SimpleITK.ImageFileReader":
+    """SimpleITK's reader of path with the header read (size, spacing, dimension; no voxels), after checking that the
+    file exists and is an image."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    _check_present(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise _unreadable(path, e) from e
+    return reader
 
 
 def check_case_folder(input_folder: PathLike, file_ending: str, n_channels: int,

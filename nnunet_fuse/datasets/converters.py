@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_fuse.classification.classes import write_classes
-from nnunet_fuse.input_check import InputError, read_image, read_json
+from nnunet_fuse.input_check import InputError, check_nifti_data, read_image, read_image_header, read_json
 from nnunet_fuse.splits import cases_by_patient, patient_grouped_splits
 
 PathLike = Union[str, Path]
@@ -227,16 +227,26 @@ def convert_msd(task_folder: PathLike, raw_root: PathLike, dataset_id: Optional[
     name = f"Dataset{dataset_id:03d}_{src.name.split('_', 1)[1]}"
     check_target(raw_root, name)
     allowed = [int(k) for k in meta["labels"]]
+    listed = set()
     for entry in meta["training"]:
         image, label = src / entry["image"], src / entry["label"]
+        listed.add(image.name)
         case = label.name.replace(".nii.gz", "")
-        if not image.is_file():
-            raise ConversionError(f"case {case}: missing file {image}")
-        header = sitk.ImageFileReader()
-        header.SetFileName(str(image))
-        header.ReadImageInformation()  # header only: the pixels are read once, by _check_pair
-        multi_modal = header.GetDimension() == 4  # 4D: nnunetv2 splits the channels
+        try:
+            header = read_image_header(image)  # header only: the pixels are read once, by _check_pair
+            multi_modal = header.GetDimension() == 4  # 4D: nnunetv2 splits the channels
+            if multi_modal:
+                check_nifti_data(image)  # complete and finite; _check_pair compares the label with the 3D ones
+        except InputError as e:
+            raise ConversionError(f"case {case}: {e}") from e
         _check_pair(case, [] if multi_modal else [image], label, allowed)
+    # nnunetv2's converter takes every .nii.gz of imagesTr, listed or not: one without a label fails nnU-Net later
+    unlisted = sorted(f.name for f in (src / "imagesTr").glob("*.nii.gz")
+                      if not f.name.startswith((".", "_")) and f.name not in listed)
+    if unlisted:
+        raise ConversionError(f"{len(unlisted)} image(s) in {src / 'imagesTr'} are not training cases of "
+                              f"{meta_file} (no label): {', '.join(unlisted[:5])}; move them to imagesTs (cases to "
+                              f"predict) or add them with their labels to dataset.json's 'training' list")
     from nnunetv2.dataset_conversion.convert_MSD_dataset import convert_msd_dataset
 
     with staged_dataset(raw_root, name) as out:
