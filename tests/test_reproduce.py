@@ -36,7 +36,10 @@ def test_fold_state(tmp_path):
     (tmp_path / "checkpoint_final.pth").touch()
     assert fold_state(tmp_path) == "validate"
     (tmp_path / "validation").mkdir()
-    (tmp_path / "validation" / "summary.json").touch()
+    whole = json.dumps({"foreground_mean": {"Dice": 0.8}, "mean": {}, "metric_per_case": []})
+    (tmp_path / "validation" / "summary.json").write_text(whole[:len(whole) // 2])  # nnU-Net's write interrupted
+    assert fold_state(tmp_path) == "validate"  # validated again, not a traceback in the report
+    (tmp_path / "validation" / "summary.json").write_text(whole)
     assert fold_state(tmp_path) == "finished"
 
 

@@ -14,7 +14,7 @@ import torch
 
 from conftest import TINY_ID, run
 from nnunet_fuse.planning import load_overlay, make_plans_variant
-from nnunet_fuse.reproduce.runs import ReproduceError, check_trained_on_split
+from nnunet_fuse.reproduce.runs import ReproduceError, check_trained_on_split, check_trained_with_plans
 from nnunet_fuse.training.stopping import INTERRUPTED_EXIT_CODE, STOP_SIGNALS, StopOnSignal
 
 BIN = Path(sys.executable).parent
@@ -78,6 +78,8 @@ def test_plain_nnunetv2_train_stops_on_sigterm_and_continues(planned_dataset, tm
     # a snapshot an earlier training left in the folder: a new training moves it aside, it never deletes it
     fold.mkdir(parents=True)
     (fold / "checkpoint_iteration_400.pth").write_bytes(b"an earlier training's snapshot")
+    (fold / "curve" / "iteration_400").mkdir(parents=True)  # and reproduce --curve's validation of it
+    (fold / "curve" / "iteration_400" / "summary.json").write_text('{"foreground_mean": {"Dice": 0.5}}')
     command = [str(BIN / "nnUNetv2_train"), str(TINY_ID), "2d", "0", "-tr", "nnUNetTrainerFuseUNet_smoke",
                "-p", "nnUNetFuseUNetPlans", "-device", "cpu"]
     training = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -100,7 +102,10 @@ def test_plain_nnunetv2_train_stops_on_sigterm_and_continues(planned_dataset, tm
     assert "nnunet_fuse: SIGTERM received in epoch 1: training stopped" in "".join(output)
     moved = list((fold / "earlier_snapshots").glob("*/checkpoint_iteration_400.pth"))
     assert len(moved) == 1 and moved[0].read_bytes() == b"an earlier training's snapshot"
-    assert "snapshot(s) of an earlier training in this folder were moved to" in "".join(output)
+    assert moved[0].with_name("curve").joinpath("iteration_400", "summary.json").is_file()
+    assert not (fold / "curve").exists()  # no curve point of the earlier training is reported as this one's
+    assert "snapshots of an earlier training in this folder (checkpoint_iteration_400.pth, curve) were moved to" \
+        in "".join(output)
     latest = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
     assert latest["current_epoch"] == 1 and not (fold / "checkpoint_final.pth").exists()
     record = json.loads((fold / "training_record.json").read_text())
@@ -115,6 +120,17 @@ def test_plain_nnunetv2_train_stops_on_sigterm_and_continues(planned_dataset, tm
     other_folds.write_text(json.dumps([splits[1]]))
     with pytest.raises(ReproduceError, match="was trained on other folds than fold 0"):
         check_trained_on_split(fold, 0, other_folds)
+    # and the plans it trains with: written again with another batch (plan --overwrite), the fold is refused
+    plans_file = workdir / "nnUNet_preprocessed" / raw.name / "nnUNetFuseUNetPlans.json"
+    assert record["plans"]["name"] == "nnUNetFuseUNetPlans" and record["plans"]["configuration"] == "2d"
+    check_trained_with_plans(fold, plans_file, "2d")
+    replanned = json.loads(plans_file.read_text())
+    replanned["configurations"]["2d"]["batch_size"] += 1
+    other_plans = tmp_path / "replanned.json"
+    other_plans.write_text(json.dumps(replanned))
+    with pytest.raises(ReproduceError, match=r"was trained with other plans than replanned.json holds now for 2d "
+                                             r"\(batch_size: \d+ then, \d+ now; changed: batch_size\)"):
+        check_trained_with_plans(fold, other_plans, "2d")
 
     resumed = run(command + ["--c"], env).stdout
     assert ": Epoch 1\n" in resumed and ": Epoch 0\n" not in resumed

@@ -12,7 +12,7 @@ from nnunet_fuse.commands import nnunet_command, run_step
 from nnunet_fuse.input_check import read_json
 from nnunet_fuse.planning import (MARKER_KEY, PlanningError, check_input_channels, find_dataset_folder, load_overlay,
                                   variant_plans_name, write_plans_variant)
-from nnunet_fuse.reproduce.runs import METHODS, ReproduceError, Training
+from nnunet_fuse.reproduce.runs import METHODS, ReproduceError, Training, check_trained_as_now
 from nnunet_fuse.splits import SplitError, ensure_split_file
 
 
@@ -106,4 +106,6 @@ def prepare(dataset_id: int, configuration: str, methods: Sequence[str], folds: 
                 plans_name=plans_name, device=device, curve=curve, raw=raw, preprocessed=preprocessed,
                 results=folders["nnUNet_results"], log=logs_folder / f"{key}_fold_{fold}.txt",
                 title=f"[{i}/{len(methods)}] {METHODS[key].label}, fold {fold}"))
+    for training in trainings:  # before any launch: a finished fold is not resubmitted, and not re-checked there
+        check_trained_as_now(training)
     return trainings

@@ -95,11 +95,20 @@ class Training:
         return self.preprocessed / f"{self.plans_name}.json"
 
 
+def is_summary(path: Path) -> bool:
+    """Whether path is a whole summary.json of nnU-Net's evaluator (it writes them in place: an interrupted write
+    leaves a truncated one, which counts as none and is written again)."""
+    try:
+        return "foreground_mean" in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def fold_state(fold_folder: Path) -> str:
-    """'finished' (final checkpoint + validation summary), 'validate' (final checkpoint only), 'continue'
+    """'finished' (final checkpoint + a whole validation summary), 'validate' (final checkpoint only), 'continue'
     (a latest or best checkpoint, which nnUNetv2_train --c continues from), or 'new'."""
     final = (fold_folder / "checkpoint_final.pth").is_file()
-    if final and (fold_folder / "validation" / "summary.json").is_file():
+    if final and is_summary(fold_folder / "validation" / "summary.json"):
         return "finished"
     if final:
         return "validate"
@@ -123,7 +132,7 @@ def is_finished(training: Training) -> bool:
     """Trained, validated by nnU-Net, and with ``curve`` every snapshot validated."""
     if fold_state(training.folder) != "finished":
         return False
-    return not training.curve or all((snapshot_folder(training.folder, i) / "summary.json").is_file()
+    return not training.curve or all(is_summary(snapshot_folder(training.folder, i) / "summary.json")
                                      for i in snapshot_iterations(training.folder))
 
 
@@ -139,6 +148,40 @@ def check_trained_on_split(fold_folder: Path, fold: int, splits_file: Path) -> N
     if recorded is not None and fold < len(splits) and sorted(recorded) != sorted(splits[fold]["val"]):
         raise ReproduceError(f"{fold_folder} was trained on other folds than fold {fold} of {splits_file} (its "
                              f"validation cases differ); move that folder away to train the fold again")
+
+
+def plans_settings(plans_file: Path, configuration: str) -> dict:
+    """The settings of one configuration of a plans file as nnU-Net's trainer sees them (inheritance resolved)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    settings = PlansManager(json.loads(plans_file.read_text())).get_configuration(configuration).configuration
+    return json.loads(json.dumps(settings))  # tuples → lists, as in a record read back
+
+
+def check_trained_with_plans(fold_folder: Path, plans_file: Path, configuration: str) -> None:
+    """Refuse a training whose record names other settings of the configuration than plans_file has now (the plans
+    were written again since, e.g. `nnunet-fuse plan --overwrite` with another batch or patch): its results would be
+    reported as the current plans'. Records written before the settings were recorded are not checked."""
+    record_file = fold_folder / RECORD_FILE
+    if not (record_file.is_file() and plans_file.is_file()):
+        return
+    recorded = (json.loads(record_file.read_text()).get("plans") or {}).get("settings")
+    if recorded is None:
+        return
+    current = plans_settings(plans_file, configuration)
+    if recorded != current:
+        changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+        examples = "; ".join(f"{k}: {recorded.get(k)} then, {current.get(k)} now" for k in changed[:3]
+                             if k != "architecture") or "the network's settings differ"
+        raise ReproduceError(f"{fold_folder} was trained with other plans than {plans_file.name} holds now for "
+                             f"{configuration} ({examples}; changed: {', '.join(changed)}); move that folder away to "
+                             f"train the fold again with the current plans, or restore the plans it was trained with")
+
+
+def check_trained_as_now(training: "Training") -> None:
+    """The fold folder, if trained (even in part), was trained on this fold's cases with the current plans."""
+    check_trained_on_split(training.folder, training.fold, training.splits_file)
+    check_trained_with_plans(training.folder, training.plans_file, training.configuration)
 
 
 def validation_cases(splits_file: Path, fold: int) -> List[str]:
@@ -173,7 +216,7 @@ def validate_snapshots(training: Training, env: Dict[str, str], n_processes: int
     inputs = None
     for iterations in snapshot_iterations(training.folder):
         out = snapshot_folder(training.folder, iterations)
-        if (out / "summary.json").is_file():
+        if is_summary(out / "summary.json"):
             continue
         inputs = inputs or validation_inputs(training.raw, dataset_json,
                                              validation_cases(training.splits_file, training.fold),
@@ -192,7 +235,7 @@ def run_training(training: Training, env: Dict[str, str], n_processes: int) -> N
     with ``curve``. Nothing for a finished training. TrainingInterrupted when nnUNetv2_train was stopped by a
     signal (it continues from its checkpoint when run again), StepFailed when it failed."""
     folder = training.folder
-    check_trained_on_split(folder, training.fold, training.splits_file)
+    check_trained_as_now(training)
     training.log.parent.mkdir(parents=True, exist_ok=True)
     state = fold_state(folder)
     command = [nnunet_command("nnUNetv2_train"), str(training.dataset_id), training.configuration, str(training.fold),

@@ -73,14 +73,19 @@ class BudgetRecordMixin:
                 self._earlier_runs = json.loads(record_file.read_text()).get("runs", [])
             except (OSError, ValueError):
                 pass
+        # a new training: an earlier one's snapshots and their validation (reproduce --curve) are kept, not lost
         earlier = sorted(Path(self.output_folder).glob(SNAPSHOT_FILE.format("*")))
-        if self.local_rank == 0 and self.current_epoch == 0 and earlier:  # a new training: an earlier one's snapshots
-            aside = Path(self.output_folder) / "earlier_snapshots" / time.strftime("%Y%m%d-%H%M%S")  # kept, not lost
+        curve = Path(self.output_folder) / "curve"
+        if curve.is_dir():
+            earlier.append(curve)
+        if self.local_rank == 0 and self.current_epoch == 0 and earlier:
+            aside = Path(self.output_folder) / "earlier_snapshots" / time.strftime("%Y%m%d-%H%M%S")
             aside.mkdir(parents=True, exist_ok=True)
             for snapshot in earlier:
                 snapshot.rename(aside / snapshot.name)
-            self.print_to_log_file(f"nnunet_fuse: this training starts at epoch 0; the {len(earlier)} snapshot(s) of an "
-                                   f"earlier training in this folder were moved to {aside}")
+            self.print_to_log_file(f"nnunet_fuse: this training starts at epoch 0; the snapshots of an earlier "
+                                   f"training in this folder ({', '.join(p.name for p in earlier)}) were moved to "
+                                   f"{aside}")
         self.save_snapshot(overwrite=False)  # a run interrupted between checkpoint_latest and its snapshot
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -134,7 +139,10 @@ class BudgetRecordMixin:
                   "train_seconds": sum(r["train_seconds"] for r in runs),
                   "peak_memory_mb": max(r["peak_memory_mb"] for r in runs),
                   "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",
-                  "validation_cases": self._validation_cases, "runs": runs}
+                  "validation_cases": self._validation_cases,
+                  "plans": {"name": self.plans_manager.plans_name, "configuration": self.configuration_name,
+                            "settings": self.configuration_manager.configuration},  # what it trains with
+                  "runs": runs}
         write_text_atomically(Path(self.output_folder) / RECORD_FILE, json.dumps(record, indent=2))
 
 
