@@ -78,6 +78,7 @@ def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fo
     from nnunet_fuse.architectures import Fuse4SegNet
     from nnunet_fuse.atomic_files import replaced_atomically
     from nnunet_fuse.input_check import check_prediction_inputs
+    from nnunet_fuse.training.distributed import unwrapped
 
     if not 0 < step <= 1:
         raise ExportError(f"the tile step must be in (0, 1] (a fraction of the patch size), got {step}")
@@ -88,7 +89,7 @@ def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fo
     cases = check_prediction_inputs(model_folder, input_folder, configuration, [fold], checkpoint_name, output_folder)
     predictor = nnUNetPredictor(device=device, verbose=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model_folder), (fold,), checkpoint_name)
-    network = predictor.network._orig_mod if hasattr(predictor.network, "_orig_mod") else predictor.network
+    network = unwrapped(predictor.network)
     if not isinstance(network, Fuse4SegNet):
         raise ExportError(f"{model_folder} holds a {type(network).__name__}, not a Fuse4Seg model: export-fused needs "
                           f"a training with -tr nnUNetTrainerFuse4Seg -p nnUNetFuse4SegPlans")

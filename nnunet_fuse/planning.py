@@ -289,7 +289,12 @@ def intensity_ranges(plans: dict, configuration: str) -> List[List[float]]:
 def preprocessed_intensity_ranges(folder: Path, max_cases: int = 8, max_voxels: int = 2 ** 22) -> List[List[float]]:
     """Per channel, the 0.5 and 99.5 percentiles of nnU-Net's preprocessed (normalised) data in ``folder`` (a
     configuration's data_identifier folder), over up to ``max_cases`` cases spread over the dataset, strided voxels.
-    What the network will see, whatever the normalisation scheme."""
+    What the network will see, whatever the normalisation scheme.
+
+    The cases of every fold count, validation cases included, on purpose: this is the statistic nnU-Net's own
+    fingerprint takes over all training cases before any fold exists (the 0.5/99.5 percentiles of its CT
+    normalisation, dataset_fingerprint.json), from intensities only (no label is read), and one plans file serves
+    every fold, as nnU-Net's does; ranges per fold would need a plans file per fold for a clip range."""
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
     dataset = infer_dataset_class(str(folder))(str(folder))

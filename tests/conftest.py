@@ -33,14 +33,29 @@ def run(command, env, cwd=None, check=True, timeout=900):
     return result
 
 
-def assert_beats_chance(predictions, references, labels=(1, 2, 3), factor=3.0):
-    """Mean Dice over the reference cases and labels of the predictions must exceed ``factor`` × chance, chance being
-    a voxel-wise random labelling with the reference's label frequencies (its expected Dice for a label is the
-    label's volume fraction). An all-background prediction scores 0. Returns (mean Dice, chance)."""
+def baseline_dice(reference, labels):
+    """Expected mean Dice over ``labels`` of the predictions that learn nothing, each on this reference: a uniformly
+    random labelling (background and every label equally likely), a random labelling with the reference's label
+    frequencies, and every constant prediction (all one label; all background scores 0). {name: Dice}."""
+    import numpy as np
+
+    fractions = [float((reference == label).mean()) for label in labels]
+    uniform = 1 / (len(labels) + 1)
+    baselines = {"uniform random": np.mean([2 * p * uniform / (p + uniform) if p else 0.0 for p in fractions]),
+                 "random at the label frequencies": np.mean(fractions)}
+    for label, p in zip(labels, fractions):
+        baselines[f"all {label}"] = 2 * p / (1 + p) / len(labels)
+    return baselines
+
+
+def assert_beats_baselines(predictions, references, labels=(1, 2, 3), factor=1.5):
+    """Mean Dice over the reference cases and labels of the predictions must exceed ``factor`` × the best of the
+    baselines (baseline_dice: random and constant predictions, averaged over the same cases).
+    Returns (mean Dice, best baseline's name, its Dice)."""
     import numpy as np
     import SimpleITK as sitk
 
-    dice, chance = [], []
+    dice, baselines = [], []
     for reference_file in sorted(Path(references).glob("*.nii.gz")):
         reference = sitk.GetArrayFromImage(sitk.ReadImage(str(reference_file)))
         prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(predictions) / reference_file.name)))
@@ -48,11 +63,14 @@ def assert_beats_chance(predictions, references, labels=(1, 2, 3), factor=3.0):
         for label in labels:
             ref, pred = reference == label, prediction == label
             dice.append(2 * (ref & pred).sum() / max(1, ref.sum() + pred.sum()))
-            chance.append(ref.mean())
+        baselines.append(baseline_dice(reference, labels))
     assert dice, f"no reference cases in {references}"
-    mean_dice, mean_chance = float(np.mean(dice)), float(np.mean(chance))
-    assert mean_dice > factor * mean_chance, f"mean Dice {mean_dice:.3f} vs chance {mean_chance:.3f}: {dice}"
-    return mean_dice, mean_chance
+    mean_dice = float(np.mean(dice))
+    best = max(baselines[0], key=lambda name: np.mean([b[name] for b in baselines]))
+    best_dice = float(np.mean([b[best] for b in baselines]))
+    assert mean_dice > factor * best_dice, \
+        f"mean Dice {mean_dice:.3f} vs {factor} x {best_dice:.3f} of the best baseline ({best}): {dice}"
+    return mean_dice, best, best_dice
 
 
 def interrupt_when_written(command, env, path, timeout=900):

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-from conftest import TINY_ID, assert_beats_chance, interrupt_when_written, run
+from conftest import TINY_ID, assert_beats_baselines, interrupt_when_written, run
 import nnunet_fuse
 from nnunet_fuse.commands import nnunet_command, nnunet_environment
 from nnunet_fuse.datasets.synthetic import make_case, make_synthetic_dataset
@@ -90,6 +90,11 @@ def test_bilevel_training_prediction_and_resume(two_channel_dataset):
     assert checkpoint["trainer_name"] == trainer
     assert checkpoint["fusion_optimizer_state"]["state"]  # the leader took steps
     assert any(k.startswith("fusion.") for k in checkpoint["network_weights"])
+    # the fusion learnt: its correction of the average (the decoder's last conv, zero when untrained) moved from zero
+    # (the segmentation Dice alone is reached with the fusion frozen at the plain average)
+    decoder = {int(k.split(".")[2]) for k in checkpoint["network_weights"] if k.startswith("fusion.decoder.")}
+    correction = checkpoint["network_weights"][f"fusion.decoder.{max(decoder)}.weight"]
+    assert correction.abs().max() > 1e-3, correction.abs().max()
     assert (fold / "validation" / "summary.json").is_file()
 
     out = workdir / "predictions"
@@ -102,7 +107,7 @@ def test_bilevel_training_prediction_and_resume(two_channel_dataset):
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2, 3}
     # 0.4's network (the fusion corrects the average) scored test Dice 0.77-0.78 = 20x chance in repeated runs; 0.3's
     # (random initial fused image) 0.00-0.21 validation Dice, and 0.000 once in CI
-    assert_beats_chance(out, raw / "labelsTs", factor=8.0)
+    assert_beats_baselines(out, raw / "labelsTs", factor=5.0)  # 20x frequency chance ≈ 11x uniform random
 
     # the fused image of every test case, aligned with its input scan
     fused_dir = workdir / "fused"

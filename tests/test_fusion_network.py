@@ -202,7 +202,14 @@ def test_fuse4seg_net_is_one_module_fusion_then_segmentation(dims, feed_original
     outputs = net(x)
     assert [o.shape for o in outputs] == [(2, 3, *[16] * dims), (2, 3, *[8] * dims)]  # nnU-Net's DS scales
     sum(o.mean() for o in outputs).backward()
-    assert all(p.grad is not None for p in net.fusion.parameters())  # end to end: the fusion stage learns too
+    # end to end, the segmentation's loss trains the fusion stage: untrained, its correction of the average (the only
+    # fusion layer not behind the zero-initialised correction); once that is non-zero, every fusion parameter
+    assert net.fusion.decoder[-1].weight.grad.abs().sum() > 0
+    net.zero_grad()
+    as_if_trained(net.fusion)
+    sum(o.mean() for o in net(x)).backward()
+    unreached = [n for n, p in net.fusion.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert unreached == [], unreached
     net.decoder.deep_supervision = False  # what nnU-Net's set_deep_supervision_enabled does
     assert net(x).shape == (2, 3, *[16] * dims)
     assert net.compute_conv_feature_map_size([16] * dims) > net.segmentation.compute_conv_feature_map_size([16] * dims)

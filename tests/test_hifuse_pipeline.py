@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import TINY_ID, assert_beats_chance, run
+from conftest import TINY_ID, assert_beats_baselines, run
 from nnunet_fuse.commands import nnunet_command
 from nnunet_fuse.hifuse.classifier import HiFuseClassifier
 from nnunet_fuse.hifuse.encoder import attention_settings
@@ -58,9 +58,9 @@ def test_plan_train_predict_2d_and_3d_through_nnunet(planned_dataset):
             prediction = sitk.ReadImage(str(out / label_file.name))
             assert prediction.GetSize() == sitk.ReadImage(str(label_file)).GetSize()
             assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2, 3}
-        # 8 iterations (nnU-Net does not seed its training): 2d has ended at 2.8x chance in one of five runs, 3d at
-        # 2.6x once (an all-background or random labelling scores at most 1x)
-        assert_beats_chance(out, raw / "labelsTs", factor=1.5)
+        # 8 iterations (nnU-Net does not seed its training): 2d has ended at 2.8x, 3d at 2.6x the Dice of a labelling at
+        # the label frequencies in five runs, about 1.5x what a uniformly random labelling scores (the best baseline)
+        assert_beats_baselines(out, raw / "labelsTs", factor=1.2)
     refused = run([nnunet_command("nnUNetv2_train"), str(TINY_ID), "2d", "0", "-tr", "nnUNetTrainerHiFuse_smoke",
                    "-p", "nnUNetPlans", "-device", "cpu"], env, check=False)
     assert refused.returncode != 0 and "needs HiFuse plans" in refused.stderr and "--method hifuse" in refused.stderr

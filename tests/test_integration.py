@@ -9,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from conftest import TINY_ID, assert_beats_chance, run
+from conftest import TINY_ID, assert_beats_baselines, run
 
 BIN = Path(sys.executable).parent
 
@@ -39,7 +39,7 @@ def train_and_predict(workdir, env, raw, configuration, trainer, plans, out_name
         assert np.allclose(prediction.GetSpacing(), image.GetSpacing())
         assert np.allclose(prediction.GetOrigin(), image.GetOrigin())
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2, 3}
-    assert_beats_chance(out, raw / "labelsTs")  # not an all-background or random result
+    assert_beats_baselines(out, raw / "labelsTs", factor=1.7)  # not an all-background, constant or random result
     return checkpoint
 
 

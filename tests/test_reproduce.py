@@ -131,8 +131,8 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
     assert "(one fold: no spread)" in table
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # a finished training whose validation is missing gets only nnU-Net's validation, not a new training; the report
-    # gives the batch it was trained with (its plans.json), not that of plans changed since
+    # a finished training whose validation is missing gets only nnU-Net's validation, not a new training; with plans
+    # changed since it was trained (plan --overwrite: another batch) it is refused first, and nothing runs
     fuse_checkpoint_time = (fuse_fold / "checkpoint_final.pth").stat().st_mtime_ns
     (fuse_fold / "validation" / "summary.json").unlink()
     current_plans = workdir / "nnUNet_preprocessed" / raw.name / "nnUNetFuseUNetPlans.json"
@@ -141,9 +141,14 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
     changed["configurations"]["2d"]["batch_size"] += 1
     current_plans.write_text(json.dumps(changed))
     try:
-        third = run(command + ["--methods", "fuseunet", "--curve"], env)
+        refused = run(command + ["--methods", "fuseunet", "--curve"], env, check=False)
     finally:
         current_plans.write_text(trained_plans)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "was trained with other plans than nnUNetFuseUNetPlans.json holds now for 2d (batch_size: " \
+        in refused.stderr and "move that folder away" in refused.stderr
+    assert not (fuse_fold / "validation" / "summary.json").exists()
+    third = run(command + ["--methods", "fuseunet", "--curve"], env)
     assert json.loads((out / "results.json").read_text())["methods"][1]["batch_size"] == rows["fuseunet"]["batch_size"]
     assert "FuseUNet, fold 0: validation of the finished training" in third.stdout
     assert "validating the snapshot" not in third.stdout  # validated once, read back since

@@ -14,6 +14,13 @@ import torch.distributed as dist
 from torch import nn
 
 
+def unwrapped(network: nn.Module) -> nn.Module:
+    """The network inside nnU-Net's DistributedDataParallel and torch.compile wrappers (either, both or none)."""
+    if isinstance(network, nn.parallel.DistributedDataParallel):
+        network = network.module
+    return getattr(network, "_orig_mod", network)
+
+
 def distributed_world_size() -> int:
     """Number of ranks of the default process group; 1 outside torch.distributed."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

@@ -18,11 +18,9 @@ import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from torch import nn
-from torch._dynamo import OptimizedModule
-from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_fuse.imagefusion.bilevel import BilevelSettings, bilevel_step
-from nnunet_fuse.training.distributed import average_gradients
+from nnunet_fuse.training.distributed import average_gradients, unwrapped
 from nnunet_fuse.training.plans_check import MethodPlansTrainer
 
 
@@ -61,8 +59,7 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
 
     def model(self) -> nn.Module:
         """The Fuse4SegNet itself (unwrapped from DDP and torch.compile)."""
-        network = self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
-        return network._orig_mod if isinstance(network, OptimizedModule) else network
+        return unwrapped(self.network)
 
     def configure_optimizers(self):
         model = self.model()

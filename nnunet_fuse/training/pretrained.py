@@ -22,19 +22,14 @@ from typing import Callable, Dict, Union
 import torch
 from torch import nn
 
+from nnunet_fuse.training.distributed import unwrapped
+
 OUTPUT_LAYER_MARKERS = (".seg_layers.", "decoder.head.")  # layers sized by the number of classes: never transferred
 WRAPPER_PREFIX = "segmentation."  # Fuse4SegNet's segmentation network
 
 
 class PretrainedWeightsError(RuntimeError):
     """The checkpoint does not fit the network; the message names the tensor and says what to do."""
-
-
-def _unwrapped(network: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel and torch.compile wrappers."""
-    if isinstance(network, nn.parallel.DistributedDataParallel):
-        network = network.module
-    return getattr(network, "_orig_mod", network)
 
 
 def _canonical(key: str) -> str:
@@ -51,7 +46,7 @@ def transfer_pretrained_weights(network: nn.Module, checkpoint_file: Union[str, 
 
     checkpoint = read_checkpoint(checkpoint_file)
     source = {_canonical(k): v for k, v in checkpoint["network_weights"].items()}
-    network = _unwrapped(network)
+    network = unwrapped(network)
     targets = network.state_dict(keep_vars=True)  # the live tensors: aliases (UNetDecoder's encoder) share them
     encoder_tensors = {id(t) for t in network.encoder.state_dict(keep_vars=True).values()}
     loaded = {"encoder": [], "other": [], "fresh": []}
@@ -96,7 +91,7 @@ def install() -> None:
     def load_pretrained_weights(network, fname, verbose=False):
         from nnunet_fuse.architectures import NETWORK_CLASSES
 
-        if isinstance(_unwrapped(network), NETWORK_CLASSES):
+        if isinstance(unwrapped(network), NETWORK_CLASSES):
             transfer_pretrained_weights(network, fname)
         else:
             nnunet_loader(network, fname, verbose=verbose)
