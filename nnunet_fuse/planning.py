@@ -24,18 +24,7 @@ from nnunet_fuse.resources import plans_overlays_folder
 
 MARKER_KEY = PLANS_KEY  # present in every plans file we write; files without it are not ours to overwrite
 
-# nnU-Net's planners (nnunetv2 2.8.1, default GPU memory target): the VRAM proxy (compute_conv_feature_map_size,
-# elements of one sample) that fits the target at the reference batch size. A batch of b samples of estimate e
-# fits when b · e <= reference · reference batch (2d 12, 3d 2); nnU-Net never plans a batch below 2.
-PLANNER_REFERENCES = {  # planner class: (reference 2d, reference 3d)
-    "ExperimentPlanner": (85e6, 560e6),
-    "ResEncUNetPlanner": (135e6, 680e6),
-    "nnUNetPlannerResEncM": (135e6, 680e6),
-    "nnUNetPlannerResEncL": (380e6, 2100e6),
-    "nnUNetPlannerResEncXL": (560e6, 3600e6),
-}
-REFERENCE_BATCH = {2: 12, 3: 2}
-MIN_BATCH = 2
+MIN_BATCH = 2  # nnU-Net's planner never plans a smaller batch (a base batch of 1 stays 1)
 
 
 class PlanningError(RuntimeError):
@@ -186,19 +175,21 @@ def _total_strides(configuration: dict) -> List[int]:
 
 
 def _estimate(plans: dict, dataset_json: dict, configuration: str) -> int:
-    """nnU-Net's VRAM proxy for one sample of the configuration's network, as its trainer builds it."""
-    network, cm = network_from_plans(plans, dataset_json, configuration,
-                                     deep_supervision=trainer_deep_supervision(plans))
+    """nnU-Net's VRAM proxy for one sample of the configuration's network, as the heaviest trainer that reads the
+    plans builds it: with deep supervision where the network has it (FuseUNet's plans also serve the FuseUNet-DS
+    trainer). Measured against each trainer's real training step, losses included (benchmarks/trainer_memory.py),
+    it counts every trainer's cost relative to nnU-Net's within 10 %."""
+    network, cm = network_from_plans(plans, dataset_json, configuration, deep_supervision=True)
     return int(network.compute_conv_feature_map_size(cm.patch_size))
 
 
 def fit_to_memory(variant: dict, base_plans: dict, overlay: dict, dataset_json: dict,
                   log: Callable[[str], None] = print) -> Dict[str, dict]:
     """Budget each configuration of ``variant`` (in place) for the method's own network, as nnU-Net's planner
-    budgets its own: the memory is what nnU-Net planned for its network (its planner's reference for the default
-    GPU target, or the base batch × the base network's estimate, whichever is larger), the cost per sample is
-    ``compute_conv_feature_map_size`` at the patch. If the base batch does not fit, the batch is lowered (never below
-    2), then the patch is shrunk by one total stride along the axis largest against the median image shape (the
+    budgets its own: the memory is what the base plans use (the base batch × nnU-Net's estimate of its network at
+    the base patch, whatever GPU target or planner they were made with), the cost per sample is ``_estimate`` at the
+    patch. If the base batch does not fit, the batch is lowered (never below 2, or 1 where the base batch is 1),
+    then the patch is shrunk by one total stride along the axis largest against the median image shape (the
     network's stages and the preprocessed data stay), as nnU-Net's planner shrinks it. Configurations that inherit
     their patch are left as they are. Returns {configuration: budget record}; the records are also written into the
     plans (``nnunet_fuse.memory_budget``). Raises PlanningError when not even the smallest patch fits."""
@@ -210,9 +201,8 @@ def fit_to_memory(variant: dict, base_plans: dict, overlay: dict, dataset_json: 
         base_patch, base_batch = list(base_cfg["patch_size"]), int(base_cfg["batch_size"])
         dim = len(base_patch)
         base_estimate = _estimate(base_plans, dataset_json, name)
-        planner = base_plans.get("experiment_planner_used")
-        reference = PLANNER_REFERENCES.get(planner, (0, 0))[dim - 2] * REFERENCE_BATCH[dim]
-        budget = max(base_batch * base_estimate, reference)
+        budget = base_batch * base_estimate
+        min_batch = min(MIN_BATCH, base_batch)
         strides = _total_strides(base_cfg)
         median = cfg.get("median_image_size_in_voxels") or base_patch
         patch, trial = list(base_patch), variant
@@ -221,13 +211,13 @@ def fit_to_memory(variant: dict, base_plans: dict, overlay: dict, dataset_json: 
             estimate = _estimate(trial, dataset_json, name)
             estimate_at_base_patch = estimate_at_base_patch or estimate
             batch = min(base_batch, math.floor(budget / estimate))
-            if batch >= MIN_BATCH:
+            if batch >= min_batch:
                 break
             shrinkable = [a for a in range(dim) if patch[a] - strides[a] >= 2 * strides[a]]
             if not shrinkable:
                 raise PlanningError(
                     f"configuration '{name}': {overlay['method']}'s network does not fit the memory nnU-Net planned "
-                    f"for (budget {budget:.3g} elements) even at batch {MIN_BATCH} and patch {patch}. Plan nnU-Net "
+                    f"for (budget {budget:.3g} elements) even at batch {min_batch} and patch {patch}. Plan nnU-Net "
                     f"for a larger GPU (nnUNetv2_plan_experiment -gpu_memory_target), or pass "
                     f"--keep-base-batch-and-patch to keep nnU-Net's batch and patch anyway.")
             axis = max(shrinkable, key=lambda a: patch[a] / median[a])
@@ -237,17 +227,18 @@ def fit_to_memory(variant: dict, base_plans: dict, overlay: dict, dataset_json: 
             trial = make_plans_variant(trial_base, overlay, variant["plans_name"], [name])
         cfg["batch_size"], cfg["patch_size"] = int(batch), list(patch)
         cfg["architecture"] = trial["configurations"][name]["architecture"]  # HiFuse's windows follow the patch
-        source = f"{planner} reference" if budget == reference and reference else "base batch × base estimate"
         records[name] = {"base_batch_size": base_batch, "base_patch_size": base_patch, "batch_size": int(batch),
                          "patch_size": list(patch), "estimate_per_sample": estimate,
                          "estimate_per_sample_at_base_patch": estimate_at_base_patch,
-                         "base_estimate_per_sample": base_estimate, "budget": budget, "budget_source": source}
+                         "base_estimate_per_sample": base_estimate, "budget": budget,
+                         "budget_source": "base batch × base estimate"}
         if (batch, patch) != (base_batch, base_patch):
             changes = [f"{what} {before} -> {after}" for what, before, after in
                        (("batch", base_batch, batch), ("patch", base_patch, patch)) if before != after]
             ratio = estimate_at_base_patch / base_estimate
             log(f"{name}: {', '.join(changes)}: {overlay['method']} keeps {ratio:.2f}x what nnU-Net's network "
-                f"keeps per sample at nnU-Net's patch, and the budget is what nnU-Net planned for ({source}). "
+                f"keeps per sample at nnU-Net's patch, and the budget is what nnU-Net's plans use (batch "
+                f"{base_batch} × its estimate). "
                 f"--keep-base-batch-and-patch keeps nnU-Net's.")
     variant[MARKER_KEY]["memory_budget"] = records
     return records

@@ -56,9 +56,49 @@ def test_heavier_methods_get_the_batch_that_fits_nnunets_budget(method, dataset)
     assert estimate > record["base_estimate_per_sample"]
     assert cfg["patch_size"] == [256, 224] and 2 <= cfg["batch_size"] < 56
     assert cfg["batch_size"] * estimate <= budget < (cfg["batch_size"] + 1) * estimate
-    assert budget == pytest.approx(85e6 * 12)  # nnU-Net's default planner: reference 2d at batch 12
+    assert budget == 56 * record["base_estimate_per_sample"]  # what nnU-Net's plans use
     assert len(lines) == 1 and "batch 56 -> " in lines[0] and "--keep-base-batch-and-patch" in lines[0]
     assert variant[MARKER_KEY]["memory_budget"]["2d"] == record
+
+
+def test_the_budget_is_what_the_users_plans_use():
+    """Plans made for a smaller GPU (nnUNetv2_plan_experiment -gpu_memory_target 4: nnU-Net's planner keeps the patch
+    and halves the batch, 28 instead of 56 on ACDC 2d) and a ResEnc planner's: the variant's batch × estimate stays
+    within what those plans use, never the default target's memory."""
+    base, dataset_json = reference_plans("Dataset027_ACDC_2channels")
+    for planner, batch in (("ExperimentPlanner", 28), ("nnUNetPlannerResEncM", 30)):
+        base["experiment_planner_used"] = planner
+        base["configurations"]["2d"]["batch_size"] = batch
+        for method in ("fuse4seg", "hifuse", "fuseunet"):
+            variant, record, _ = budgeted(copy.deepcopy(base), dataset_json, method, "2d")
+            cfg = variant["configurations"]["2d"]
+            assert record["budget"] == batch * record["base_estimate_per_sample"]
+            assert cfg["batch_size"] * record["estimate_per_sample"] <= record["budget"], (planner, method)
+
+
+def test_a_base_batch_of_one_keeps_batch_one():
+    """nnU-Net allows a batch of 1 (-gpu_memory_target small enough, or a manual edit): the variant is budgeted
+    for one sample too, its patch shrinking only until one sample fits, not to the minimum and then failing."""
+    base, dataset_json = reference_plans("Dataset137_BraTSlike")
+    base["configurations"]["3d_fullres"]["batch_size"] = 1
+    variant, record, lines = budgeted(base, dataset_json, "fuse4seg", "3d_fullres")
+    cfg, base_cfg = variant["configurations"]["3d_fullres"], base["configurations"]["3d_fullres"]
+    assert cfg["batch_size"] == 1
+    assert record["estimate_per_sample"] <= record["budget"] == record["base_estimate_per_sample"]
+    assert all(2 * p > b for p, b in zip(cfg["patch_size"], base_cfg["patch_size"])), cfg["patch_size"]
+
+
+def test_fuseunet_plans_are_budgeted_for_the_deep_supervision_trainer_too():
+    """FuseUNet's plans serve nnUNetTrainerFuseUNet (no deep supervision) and nnUNetTrainerFuseUNetDS, whose
+    network keeps its deep-supervision heads: the estimate is the heavier one."""
+    from nnunet_fuse.planning import network_from_plans
+
+    base, dataset_json = reference_plans("Dataset027_ACDC")
+    variant, record, _ = budgeted(base, dataset_json, "fuseunet", "2d")
+    patch = variant["configurations"]["2d"]["patch_size"]
+    with_ds, without = (network_from_plans(variant, dataset_json, "2d", deep_supervision=ds)[0]
+                        .compute_conv_feature_map_size(patch) for ds in (True, False))
+    assert with_ds > without and record["estimate_per_sample"] == with_ds
 
 
 def test_patch_shrinks_once_the_batch_is_at_nnunets_minimum():
@@ -98,6 +138,25 @@ def test_fuse4seg_leaves_out_the_cascade_and_refuses_it_when_asked():
     with pytest.raises(PlanningError, match="cascade stage adds the previous stage's one-hot maps"):
         make_plans_variant(base, load_overlay("fuse4seg"), "test", ["3d_cascade_fullres"])
     assert "3d_cascade_fullres" in make_plans_variant(base, load_overlay("fuseunet"), "test")["configurations"]
+
+
+def test_the_estimate_counts_what_each_trainers_real_step_holds():
+    """Every trainer that reads a method's plans (FuseUNet and FuseUNet-DS, Fuse4Seg in both phases, HiFuse) runs its
+    real train_step, losses and deep supervision included, at batch 1 and 2 on the real ACDC 2d plans (a CPU-sized
+    patch); one more sample must cost, relative to nnU-Net's trainer on nnUNetPlans, at most 3 % more than the
+    budgeting estimate says (more would overfill the GPU nnU-Net planned for; the allocations measured are
+    deterministic). Estimating FuseUNet's plans without the DS trainer's heads undercounts it by 6 %."""
+    import sys
+
+    sys.path.insert(0, str(PLANS.parent))
+    from trainer_memory import measure
+
+    rows = measure("2d")
+    assert [r["trainer"] for r in rows] == ["nnU-Net", "FuseUNet", "FuseUNet-DS", "Fuse4Seg pre-training",
+                                            "Fuse4Seg bi-level", "HiFuse"]
+    assert all(r["measured_elements"] > 0 for r in rows)
+    undercounted = {r["trainer"]: round(r["ratio"], 3) for r in rows if r["ratio"] > 1.03}
+    assert undercounted == {}, rows
 
 
 @pytest.mark.parametrize("dims", [2, 3])
