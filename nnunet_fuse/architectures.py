@@ -44,6 +44,8 @@ def check_stage_arguments(n_stages: int, conv_op: Type[_ConvNd], **per_stage: Se
                                  f"use plans of matching dimensionality (2d configuration ↔ Conv2d, 3d ↔ Conv3d)")
 
 
+CHECK_SCANS = ("Check the scans with `nnunet-fuse check-inputs` (nnUNetv2_predict's arguments), or predict with "
+               "`nnunet-fuse predict`, which checks them first and names the file at fault")
 PER_STAGE_ARGUMENTS = ("kernel_sizes", "strides", "features_per_stage", "n_conv_per_stage", "n_blocks_per_stage")
 
 
@@ -70,12 +72,14 @@ class _EncoderDecoder(AbstractDynamicNetworkArchitectures):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.input_channels = next(m for m in encoder.modules() if isinstance(m, nn.modules.conv._ConvNd)).in_channels
 
     def forward(self, x: torch.Tensor):
-        expected = convert_conv_op_to_dim(self.encoder.conv_op) + 2
-        if x.ndim != expected:
-            raise ValueError(f"{type(self).__name__} is {expected - 2}D and expects input of shape "
-                             f"(batch, channels, {'x, y, z' if expected == 5 else 'x, y'}), got {tuple(x.shape)}")
+        dim = convert_conv_op_to_dim(self.encoder.conv_op)
+        if x.ndim != dim + 2 or x.shape[1] != self.input_channels:
+            raise ValueError(f"{type(self).__name__} was trained on {self.input_channels} channel(s) in {dim}D and "
+                             f"expects input of shape (batch, {self.input_channels}, "
+                             f"{'x, y, z' if dim == 3 else 'x, y'}), got {tuple(x.shape)}. {CHECK_SCANS}")
         return self.decoder(self.encoder(x))
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]):
@@ -211,7 +215,7 @@ class Fuse4SegNet(nn.Module):
         if x.ndim != self.fusion.dim + 2 or x.shape[1] != self.input_channels:
             raise ValueError(f"Fuse4Seg was trained on {self.input_channels} modalities in {self.fusion.dim}D and "
                              f"expects (batch, {self.input_channels}, *spatial), got {tuple(x.shape)}: give every "
-                             f"case all {self.input_channels} channels, in the dataset.json order")
+                             f"case all {self.input_channels} channels, in the dataset.json order. {CHECK_SCANS}")
         return self.segmentation(self.segmentation_input(x, self.fusion(x)))
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]):

@@ -1,4 +1,4 @@
-"""``nnunet-fuse``: plan, env, version, demo, profile, convert, reproduce, export-fused, check-inputs,
+"""``nnunet-fuse``: plan, env, version, demo, profile, convert, reproduce, export-fused, check-inputs, predict,
 find-best-configuration, classify. nnU-Net's CLI
 conventions; a mistake in the input ends with one ``error:`` line that names the file and says what to do (exit 2)."""
 from __future__ import annotations
@@ -401,6 +401,26 @@ def _check_inputs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    """check-inputs, then nnU-Net's own nnUNetv2_predict with the same arguments (ours, with -device chosen as
+    everywhere here), its exit code returned."""
+    import subprocess
+
+    from nnunet_fuse.commands import nnunet_command, nnunet_environment
+    from nnunet_fuse.input_check import check_prediction_inputs
+
+    if not _nnunet_folder("nnUNet_results"):
+        return 2
+    cases = check_prediction_inputs(_model_folder(args), Path(args.i), args.c, args.f, args.chk, args.o)
+    print(f"checked {len(cases)} case(s) in {args.i} against the model: complete, readable, finite, named and shaped "
+          f"as it needs", flush=True)
+    command = [nnunet_command("nnUNetv2_predict"), "-i", args.i, "-o", args.o, "-d", args.d, "-c", args.c,
+               "-tr", args.tr, "-p", args.p, "-f", *map(str, args.f), "-chk", args.chk,
+               "-device", _device(args.device), *args.nnunet_arguments]
+    print(f"$ {shlex.join(command)}", flush=True)
+    return subprocess.call(command, env=nnunet_environment(light=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-fuse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -574,6 +594,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
     check.set_defaults(func=_check_inputs)
 
+    pred = sub.add_parser("predict", help="nnUNetv2_predict with its arguments, after check-inputs: new scans that "
+                                           "do not fit the model stop with one error line naming the file")
+    pred.add_argument("-i", required=True, help="input folder with CASE_XXXX files")
+    pred.add_argument("-o", required=True, help="output folder")
+    pred.add_argument("-d", required=True, help="dataset ID or name")
+    pred.add_argument("-c", required=True, help="configuration")
+    pred.add_argument("-tr", default="nnUNetTrainer", help="trainer (default nnUNetTrainer)")
+    pred.add_argument("-p", default="nnUNetPlans", help="plans (default nnUNetPlans)")
+    pred.add_argument("-f", nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4, as nnUNetv2_predict)")
+    pred.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+    pred.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
+    pred.epilog = ("Every other nnUNetv2_predict option (-step_size, --disable_tta, --save_probabilities, -npp, -nps, "
+                   "...) is passed on unchanged.")
+    pred.set_defaults(func=_predict, nnunet_arguments=[])
+
     demo = sub.add_parser("demo", help="synthetic data -> plan -> train -> predict -> Dice table + PNG")
     demo.add_argument("--workdir", default="nnunet_fuse_demo", help="output folder (default ./nnunet_fuse_demo)")
     demo.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
@@ -591,7 +626,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run a command; a user error no command caught itself still ends with one ``error:`` line and exit 2."""
     from nnunet_fuse.compatibility import IncompatibleVersionError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "predict":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.nnunet_arguments = unknown  # predict passes nnUNetv2_predict's other options on
     try:
         return args.func(args)
     except (InputError, PlanningError, IncompatibleVersionError) as e:

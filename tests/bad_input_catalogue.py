@@ -75,6 +75,13 @@ class Workspace:
         return self.command("nnunet-fuse", "check-inputs", "-i", str(folder), "-d", str(TINY_ID), "-c",
                             CONFIGURATION, "-tr", trainer, "-p", PLANS, "-f", fold, *extra)
 
+    def predict(self, folder: Path, trainer: str = TRAINER, fold: str = "0") -> List[str]:
+        """`nnunet-fuse predict` (check-inputs, then nnUNetv2_predict) of folder into a folder of its own."""
+        return self.command("nnunet-fuse", "predict", "-i", str(folder), "-o", str(self.root / "cases" /
+                                                                                    f"{folder.name}_predicted"),
+                            "-d", str(TINY_ID), "-c", CONFIGURATION, "-tr", trainer, "-p", PLANS, "-f", fold,
+                            "-device", "cpu", "-npp", "1", "-nps", "1")
+
 
 def write_image(path: Path, array: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 2.0)) -> None:
     image = sitk.GetImageFromArray(array)
@@ -440,6 +447,15 @@ CASES: List[Case] = [
     Case("predict-corrupt-checkpoint", "check-inputs", "checkpoint_final.pth cut short",
          lambda ws: ws.check_inputs(ws.good_scans("corrupt_ckpt"), trainer=_corrupt_model(ws, "nnUNetTrainerCopy")),
          "cannot be read"),
+    # ---- nnunet-fuse predict: check-inputs first, nnUNetv2_predict only on scans that pass
+    Case("predict-command-missing-channel", "predict", "a case whose _0000 file is missing",
+         lambda ws: ws.predict(_scans_changed(ws, channel_0001_instead_of_0000)), "lacks channel(s)"),
+    Case("predict-command-2d-slice", "predict", "one 2D slice for a 3D model",
+         lambda ws: ws.predict(_scans_changed(ws, single_slice_scan)), "single 2D slice"),
+    Case("predict-command-untrained-fold", "predict", "-f 3 where only fold 0 was trained",
+         lambda ws: ws.predict(ws.good_scans("predict_fold3"), fold="3"), "no checkpoint_final.pth for fold 3"),
+    Case("predict-command-no-folder", "predict", "an input folder that does not exist",
+         lambda ws: ws.predict(ws.root / "no_such_scans_either"), "does not exist"),
     # ---- export-fused
     Case("export-output-is-input", "export-fused", "-o equal to -i",
          lambda ws: ws.command("nnunet-fuse", "export-fused", "-i", str(ws.good_scans("export_same")), "-o",

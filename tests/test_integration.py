@@ -40,6 +40,15 @@ def train_and_predict(workdir, env, raw, configuration, trainer, plans, out_name
         assert np.allclose(prediction.GetOrigin(), image.GetOrigin())
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2, 3}
     assert_beats_baselines(out, raw / "labelsTs", factor=1.7)  # not an all-background, constant or random result
+    # nnunet-fuse predict: the scans checked, then nnU-Net's own prediction, the same segmentations
+    checked_out = workdir / f"{out_name}_checked"
+    result = run([str(BIN / "nnunet-fuse"), "predict", "-i", str(raw / "imagesTs"), "-o", str(checked_out), "-d",
+                  str(TINY_ID), "-c", configuration, "-f", "0", "-tr", trainer, "-p", plans, "-device", "cpu",
+                  "-npp", "1", "-nps", "1"], user_env(env))
+    assert "checked 2 case(s)" in result.stdout
+    for reference in sorted(out.glob("*.nii.gz")):
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(reference))),
+                              sitk.GetArrayFromImage(sitk.ReadImage(str(checked_out / reference.name))))
     return checkpoint
 
 

@@ -59,22 +59,34 @@ def gradient_loss(fused: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return (gradient_magnitude(fused) - gradient_magnitude(images).amax(dim=1, keepdim=True)).abs().mean()
 
 
+def _centred(t: torch.Tensor) -> torch.Tensor:
+    """(B, ...) → (B, M) minus its mean per sample, at least float32 (fp16 sums overflow on large volumes)."""
+    t = t.flatten(1).to(torch.promote_types(t.dtype, torch.float32))
+    return t - t.mean(dim=1, keepdim=True)
+
+
+def _centred_correlation(a: torch.Tensor, b: torch.Tensor, norm_a: torch.Tensor, norm_b: torch.Tensor,
+                         eps: float = 1e-8) -> torch.Tensor:
+    return (a * b).sum(dim=1) / (norm_a * norm_b + eps)
+
+
 def correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Pearson correlation of two feature maps per sample over all other axes: (B, ...) × (B, ...) → (B,)."""
-    dtype = torch.promote_types(a.dtype, torch.float32)  # at least float32: fp16 sums overflow on large volumes
-    a, b = a.flatten(1).to(dtype), b.flatten(1).to(dtype)
-    a = a - a.mean(dim=1, keepdim=True)
-    b = b - b.mean(dim=1, keepdim=True)
-    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+    a, b = _centred(a), _centred(b)
+    return _centred_correlation(a, b, a.norm(dim=1), b.norm(dim=1), eps)
 
 
 def decomposition_loss(base: Sequence[torch.Tensor], detail: Sequence[torch.Tensor]) -> torch.Tensor:
     """mean over modality pairs (i, j) of cc(D_i, D_j)² / (1.01 + cc(B_i, B_j)): details of different modalities
-    decorrelated, their bases correlated. base, detail: one feature map (B, C, *S) per modality (N ≥ 2)."""
+    decorrelated, their bases correlated. base, detail: one feature map (B, C, *S) per modality (N ≥ 2). Each map is
+    centred once, not once per pair: the loss keeps 2N centred maps for the backward, not 4 per pair."""
     if len(base) != len(detail) or len(base) < 2:
         raise ValueError(f"need base and detail features of the same N >= 2 modalities, got {len(base)} and "
                          f"{len(detail)}")
-    terms = [correlation(detail[i], detail[j]) ** 2 / (1.01 + correlation(base[i], base[j]))
+    base, detail = [_centred(t) for t in base], [_centred(t) for t in detail]
+    base_norms, detail_norms = [t.norm(dim=1) for t in base], [t.norm(dim=1) for t in detail]
+    terms = [_centred_correlation(detail[i], detail[j], detail_norms[i], detail_norms[j]) ** 2
+             / (1.01 + _centred_correlation(base[i], base[j], base_norms[i], base_norms[j]))
              for i, j in combinations(range(len(base)), 2)]
     return torch.stack(terms).mean()
 
