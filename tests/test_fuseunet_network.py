@@ -212,8 +212,12 @@ def test_clear_errors_for_bad_configurations():
     with pytest.raises(ValueError, match="strides has 2 entries but n_stages is 3"):
         FuseUNet(input_channels=1, num_classes=2, n_conv_per_stage=2, **kwargs)
     net = build(FuseUNet, 3, n_stages=3)
-    with pytest.raises(ValueError, match="expects input of shape"):
-        net(torch.randn(1, 2, 16, 16))
+    channels = net.input_channels
+    with pytest.raises(ValueError, match=rf"trained on {channels} channel\(s\) in 3D and expects input of shape "
+                                         rf"\(batch, {channels}, x, y, z\), got \(1, {channels}, 16, 16\)"):
+        net(torch.randn(1, channels, 16, 16))
+    with pytest.raises(ValueError, match=r"got \(1, 5, 8, 16, 16\)\. Check the scans with `nnunet-fuse check-inputs`"):
+        net(torch.randn(1, 5, 8, 16, 16))  # an extra channel file: named before torch's conv error
     with pytest.raises(ValueError, match="max_order"):
         build(FuseUNet, 2, max_order=5)
 
