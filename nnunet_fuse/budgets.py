@@ -1,10 +1,16 @@
-"""Training budgets: the one system of named schedules behind every short trainer and ``nnunet-fuse reproduce`` (no
-heavy imports: the CLI reads it). ``training/budget.py`` makes the trainer classes from it.
+"""Training budgets: the one registry of named schedules behind every short trainer, ``nnunet-fuse reproduce`` and
+``nnunet-fuse classify`` (no heavy imports: the CLI reads it). ``training/budget.py`` makes the trainer classes from
+it. A name means one scale of work for both kinds of training: ``check`` an end-to-end run in minutes, ``small`` about
+an hour on 2 CPU cores, ``medium`` a few GPU hours, ``paper`` the published schedule; a segmentation budget
+(BUDGETS) and a classifier budget (CLASSIFIER_BUDGETS) of one name are two schedules of that one budget.
 
 BUDGETS[name] = (epochs, iterations per epoch, validation iterations per epoch). The trainer of method M on budget
 B is ``nnUNetTrainer<M>_<B>`` (budget_trainer_name), for M in METHOD_INFIXES: nnUNetTrainer_small,
 nnUNetTrainerFuseUNet_demo, nnUNetTrainerHiFuse_paper, ...
 """
+from dataclasses import dataclass
+from typing import Dict, Optional
+
 BUDGETS = {
     "smoke": (2, 4, 2),        # tests only
     "check": (2, 1, 1),        # full-size end-to-end checks (benchmarks/full_size.py): one iteration per phase
@@ -33,3 +39,24 @@ RECORD_FILE = "training_record.json"  # written by the budget trainers beside th
 def budget_trainer_name(method_infix: str, budget: str) -> str:
     """('FuseUNet', 'small') → 'nnUNetTrainerFuseUNet_small'."""
     return f"nnUNetTrainer{method_infix}_{budget}"
+
+
+
+@dataclass(frozen=True)
+class ClassifierBudget:
+    """A HiFuse classifier's schedule (nnunet-fuse classify --budget)."""
+    epochs: int
+    iterations: Optional[int]  # per epoch; None: one pass over the training inputs (slices or volumes)
+    batch_size: int
+    learning_rate: float
+    features: tuple  # channels of the four stages
+
+
+# small: ACDC's 100 patients (2d) in under 30 min on 2 CPU cores; paper: the HiFuse repository's train.py (100 epochs,
+# batch 32, AdamW lr 1e-4, weight decay 1e-2, one warm-up epoch, cosine), at its HiFuse-Tiny widths
+CLASSIFIER_BUDGETS: Dict[str, ClassifierBudget] = {
+    "check": ClassifierBudget(2, 2, 4, 1e-3, (16, 32, 64, 64)),
+    "small": ClassifierBudget(20, 25, 16, 1e-3, (32, 64, 128, 256)),
+    "medium": ClassifierBudget(60, 25, 16, 1e-3, (32, 64, 128, 256)),
+    "paper": ClassifierBudget(100, None, 32, 1e-4, (96, 192, 384, 768)),
+}

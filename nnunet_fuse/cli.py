@@ -331,7 +331,7 @@ def _classify(args: argparse.Namespace) -> int:
     try:
         preprocessed, raw, plans_file, folder = _classification_paths(args)
         if args.action == "train":
-            from nnunet_fuse.classification.classes import CLASSES_FILE
+            from nnunet_fuse.datasets.classes import CLASSES_FILE
             from nnunet_fuse.classification.training import ClassificationData, prepare_model_folder, train_fold
 
             device = torch.device(_device(args.device))
@@ -506,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "train, predict, evaluate (classes from nnUNet_raw/DatasetXXX/"
                                                "classes.json)")
     actions = classify.add_subparsers(dest="action", required=True)
-    from nnunet_fuse.classification.training import CLASSIFIER_BUDGETS
+    from nnunet_fuse.budgets import CLASSIFIER_BUDGETS
 
     for action, text in (("train", "train folds (checkpoints as nnU-Net's, in nnUNet_results)"),
                          ("predict", "classify new scans: one CSV row per case or patient"),

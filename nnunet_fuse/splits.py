@@ -61,7 +61,11 @@ def ensure_split_file(splits_file: Path, case_ids: Sequence[str], folds: Sequenc
     lacks (nnU-Net then draws a random 80:20 split over cases)."""
     groups = cases_by_patient(case_ids)
     if not splits_file.is_file():
-        write_text_atomically(splits_file, json.dumps(patient_grouped_splits(groups), indent=2))
+        splits = patient_grouped_splits(groups)
+        if not splits:
+            log(f"no {splits_file.name} written: one patient cannot be split into folds")
+            return
+        write_text_atomically(splits_file, json.dumps(splits, indent=2))
         log(f"wrote {splits_file}: folds over patients ({len(groups)} patients, {len(case_ids)} cases)")
         return
     try:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import SHARED, acdc_subset, interrupt_when_written, run
-from nnunet_fuse.classification.classes import ClassesError, read_classes, write_classes
+from nnunet_fuse.datasets.classes import ClassesError, read_classes, write_classes
 from nnunet_fuse.classification.metrics import classification_metrics, one_vs_rest_auc
 from nnunet_fuse.classification.samples import (RegionOfInterest, fit_to, group_samples, network_inputs,
                                                 region_of_interest)

@@ -38,3 +38,14 @@ def test_the_papers_trainers_and_nothing_else():
     assert names == papers | budgets
     for gone in ("nnUNetTrainerFuseUNet_2x4", "nnUNetTrainerFuseUNet_10x25", "nnUNetTrainerFuseUNet_lr1e2"):
         assert not hasattr(module, gone)
+
+
+def test_one_budget_registry_for_segmentation_and_classification():
+    """A budget name means one scale of work: every classifier budget is one of the segmentation budgets' names and
+    lives in the same registry (nnunet_fuse.budgets), so `--budget small` names one budget in every command."""
+    from nnunet_fuse import budgets
+    from nnunet_fuse.classification import training
+
+    assert training.CLASSIFIER_BUDGETS is budgets.CLASSIFIER_BUDGETS
+    assert set(budgets.CLASSIFIER_BUDGETS) <= set(BUDGETS)
+    assert set(budgets.CLASSIFIER_BUDGETS) == {"check", "small", "medium", "paper"}

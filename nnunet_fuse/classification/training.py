@@ -21,11 +21,12 @@ import torch
 
 from nnunet_fuse import __version__
 from nnunet_fuse.atomic_files import replaced_atomically, write_csv_atomically, write_text_atomically
-from nnunet_fuse.classification.classes import CLASSES_FILE, read_classes
+from nnunet_fuse.datasets.classes import CLASSES_FILE, read_classes
 from nnunet_fuse.classification.metrics import classification_metrics
 from nnunet_fuse.classification.samples import (RegionOfInterest, Sample, augment, class_balanced_indices,
                                                 group_samples, network_inputs, region_of_interest,
                                                 sample_probabilities, stack_frames)
+from nnunet_fuse.budgets import CLASSIFIER_BUDGETS, ClassifierBudget
 from nnunet_fuse.compatibility import CHECKPOINT_VERSION_KEY
 from nnunet_fuse.input_check import InputError, read_json
 from nnunet_fuse.splits import SplitError, ensure_split_file
@@ -33,23 +34,6 @@ from nnunet_fuse.splits import SplitError, ensure_split_file
 TRAINER_NAME = "HiFuseClassifier"
 
 
-@dataclass(frozen=True)
-class ClassifierBudget:
-    epochs: int
-    iterations: Optional[int]  # per epoch; None: one pass over the training inputs (slices or volumes)
-    batch_size: int
-    learning_rate: float
-    features: tuple  # channels of the four stages
-
-
-# small: ACDC's 100 patients (2d) in under 30 min on 2 CPU cores; paper: the HiFuse repository's train.py (100 epochs,
-# batch 32, AdamW lr 1e-4, weight decay 1e-2, one warm-up epoch, cosine), at its HiFuse-Tiny widths
-CLASSIFIER_BUDGETS: Dict[str, ClassifierBudget] = {
-    "check": ClassifierBudget(2, 2, 4, 1e-3, (16, 32, 64, 64)),
-    "small": ClassifierBudget(20, 25, 16, 1e-3, (32, 64, 128, 256)),
-    "medium": ClassifierBudget(60, 25, 16, 1e-3, (32, 64, 128, 256)),
-    "paper": ClassifierBudget(100, None, 32, 1e-4, (96, 192, 384, 768)),
-}
 WEIGHT_DECAY = 1e-2
 
 

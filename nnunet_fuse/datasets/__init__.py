@@ -1,1 +1,2 @@
-"""Datasets: the synthetic generator and validated converters of public datasets to nnU-Net raw format."""
+"""Datasets: the synthetic generator, validated converters of public datasets to nnU-Net raw format, and the case
+classes beside a raw dataset (classes.json)."""

@@ -6,7 +6,6 @@ only when complete, and refuses to replace an existing dataset. Where nnunetv2 s
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -17,9 +16,9 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_fuse.classification.classes import write_classes
+from nnunet_fuse.datasets.classes import write_classes
 from nnunet_fuse.input_check import InputError, check_nifti_data, read_image, read_image_header, read_json
-from nnunet_fuse.splits import cases_by_patient, patient_grouped_splits
+from nnunet_fuse.splits import ensure_split_file
 
 PathLike = Union[str, Path]
 
@@ -182,9 +181,7 @@ def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int 
             _copy_case([image], label, out, case)
         _write_dataset_json(out, {0: "cineMRI"}, ACDC_LABELS, len(pairs), dataset_name=name,
                             license="ACDC: research use, cite Bernard et al., IEEE TMI 2018")
-        splits = patient_grouped_splits(cases_by_patient([case for case, _, _ in pairs]))
-        if splits:
-            (out / "splits_final.json").write_text(json.dumps(splits, indent=2))
+        ensure_split_file(out / "splits_final.json", [case for case, _, _ in pairs], folds=(), log=lambda line: None)
         if groups:
             without = sorted(p.name for p in patients if p.name not in groups)
             if without:
