@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import nnunet_fuse.ode.decoder as decoder_module
-from nnunet_fuse.planning import network_from_plans
+from nnunet_fuse.plans_network import network_from_plans
 from nnunet_fuse.profiling import TrainingStep, candidates, input_channels, make_loss, median_seconds, random_target
 
 PLANS = [("benchmarks/plans/Dataset027_ACDC/nnUNetPlans.json", "2d"),

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from nnunet_fuse.ode.pointwise_conv import pointwise_conv
-from nnunet_fuse.planning import MARKER_KEY, network_from_plans
+from nnunet_fuse.planning import MARKER_KEY
+from nnunet_fuse.plans_network import network_from_plans
 from nnunet_fuse.profiling import (EncoderAlone, TrainingStep, candidates, check_patch_size, input_channels,
                                    interleaved_median_seconds, make_loss, peak_step_memory_bytes, random_target)
 

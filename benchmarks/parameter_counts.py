@@ -10,7 +10,8 @@ from pathlib import Path
 
 from nnunet_fuse.architectures import parameter_counts
 from nnunet_fuse.reporting import format_table
-from nnunet_fuse.planning import load_overlay, make_plans_variant, network_from_plans
+from nnunet_fuse.planning import load_overlay, make_plans_variant
+from nnunet_fuse.plans_network import network_from_plans
 
 
 def counts(net, patch_size):

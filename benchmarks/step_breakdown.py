@@ -14,7 +14,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from nnunet_fuse.profiling import (EncoderAlone, TrainingStep, candidates, check_patch_size, input_channels,
                                    make_loss, random_target)
-from nnunet_fuse.planning import MARKER_KEY, network_from_plans
+from nnunet_fuse.planning import MARKER_KEY
+from nnunet_fuse.plans_network import network_from_plans
 
 
 def main():

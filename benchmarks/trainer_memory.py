@@ -114,7 +114,7 @@ def per_sample_bytes(trainer) -> int:
 
 
 def measure(dims: str) -> List[Dict]:
-    from nnunet_fuse.planning import _estimate
+    from nnunet_fuse.memory_budget import estimate_per_sample
 
     dataset, configuration, _, _ = CASES[dims]
     dataset_json = json.loads((PLANS / dataset / "dataset.json").read_text())
@@ -124,7 +124,7 @@ def measure(dims: str) -> List[Dict]:
         trainer = built(trainer_class, plans, configuration, dataset_json)
         if label.startswith("Fuse4Seg"):
             trainer.current_epoch = 0 if "pre-training" in label else trainer.pretrain_epochs
-        rows.append({"trainer": label, "estimate": _estimate(plans, dataset_json, configuration),
+        rows.append({"trainer": label, "estimate": estimate_per_sample(plans, dataset_json, configuration),
                      "measured_elements": per_sample_bytes(trainer) / 4})
     base = rows[0]
     for row in rows:

@@ -16,7 +16,8 @@ from nnunet_fuse.atomic_files import write_text_atomically
 from nnunet_fuse.commands import nnunet_command, nnunet_environment, run_step
 from nnunet_fuse.input_check import InputError
 from nnunet_fuse.datasets.synthetic import LABELS, make_synthetic_dataset
-from nnunet_fuse.planning import count_parameters, write_plans_variant
+from nnunet_fuse.planning import write_plans_variant
+from nnunet_fuse.plans_network import count_parameters
 from nnunet_fuse.reporting import format_table
 
 DEMO_MARKER = ".nnunet_fuse_demo"

@@ -2,14 +2,13 @@
 
 Nothing is preprocessed again: every configuration keeps its ``data_identifier``; the ``architecture`` entry changes
 (network class and its arguments, from the method's overlay in ``plans/<method>.json``), and the batch and patch
-size are budgeted for the method's own network as nnU-Net's planner budgets its own (``fit_to_memory``). nnU-Net's
+size are budgeted for the method's own network as nnU-Net's planner budgets its own (memory_budget.py). nnU-Net's
 own files are never overwritten.
 """
 from __future__ import annotations
 
 import copy
 import json
-import math
 import re
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
@@ -20,11 +19,10 @@ from nnunet_fuse import __version__
 from nnunet_fuse.atomic_files import write_text_atomically
 from nnunet_fuse.compatibility import PLANS_KEY, IncompatibleVersionError, check_compatible
 from nnunet_fuse.input_check import read_json
+from nnunet_fuse.intensity_ranges import intensity_ranges, preprocessed_intensity_ranges
 from nnunet_fuse.resources import plans_overlays_folder
 
 MARKER_KEY = PLANS_KEY  # present in every plans file we write; files without it are not ours to overwrite
-
-MIN_BATCH = 2  # nnU-Net's planner never plans a smaller batch (a base batch of 1 stays 1)
 
 
 class PlanningError(RuntimeError):
@@ -161,149 +159,6 @@ def cascade_configurations(configurations: dict, overlay: dict) -> set:
     return {name for name, cfg in configurations.items() if cfg.get("previous_stage")}
 
 
-def trainer_deep_supervision(plans: dict) -> bool:
-    """Whether the plans' trainer trains with deep supervision: nnU-Net's yes, FuseUNet's no, others as their overlay
-    says (``trainer_deep_supervision``)."""
-    if MARKER_KEY not in plans:
-        return True
-    return bool(load_overlay(plans[MARKER_KEY]["method"]).get("trainer_deep_supervision", False))
-
-
-def _total_strides(configuration: dict) -> List[int]:
-    strides = np.array(configuration["architecture"]["arch_kwargs"]["strides"])
-    return [int(v) for v in np.prod(strides, axis=0)]
-
-
-def _estimate(plans: dict, dataset_json: dict, configuration: str) -> int:
-    """nnU-Net's VRAM proxy for one sample of the configuration's network, as the heaviest trainer that reads the
-    plans builds it: with deep supervision where the network has it (FuseUNet's plans also serve the FuseUNet-DS
-    trainer). Measured against each trainer's real training step, losses included (benchmarks/trainer_memory.py),
-    it counts every trainer's cost relative to nnU-Net's within 10 %."""
-    network, cm = network_from_plans(plans, dataset_json, configuration, deep_supervision=True)
-    return int(network.compute_conv_feature_map_size(cm.patch_size))
-
-
-def fit_to_memory(variant: dict, base_plans: dict, overlay: dict, dataset_json: dict,
-                  log: Callable[[str], None] = print) -> Dict[str, dict]:
-    """Budget each configuration of ``variant`` (in place) for the method's own network, as nnU-Net's planner
-    budgets its own: the memory is what the base plans use (the base batch × nnU-Net's estimate of its network at
-    the base patch, whatever GPU target or planner they were made with), the cost per sample is ``_estimate`` at the
-    patch. If the base batch does not fit, the batch is lowered (never below 2, or 1 where the base batch is 1),
-    then the patch is shrunk by one total stride along the axis largest against the median image shape (the
-    network's stages and the preprocessed data stay), as nnU-Net's planner shrinks it. Configurations that inherit
-    their patch are left as they are. Returns {configuration: budget record}; the records are also written into the
-    plans (``nnunet_fuse.memory_budget``). Raises PlanningError when not even the smallest patch fits."""
-    records = {}
-    for name, cfg in variant["configurations"].items():
-        if "patch_size" not in cfg or "batch_size" not in cfg or "architecture" not in cfg:
-            continue
-        base_cfg = base_plans["configurations"][name]
-        base_patch, base_batch = list(base_cfg["patch_size"]), int(base_cfg["batch_size"])
-        dim = len(base_patch)
-        base_estimate = _estimate(base_plans, dataset_json, name)
-        budget = base_batch * base_estimate
-        min_batch = min(MIN_BATCH, base_batch)
-        strides = _total_strides(base_cfg)
-        median = cfg.get("median_image_size_in_voxels") or base_patch
-        patch, trial = list(base_patch), variant
-        estimate_at_base_patch = None
-        while True:
-            estimate = _estimate(trial, dataset_json, name)
-            estimate_at_base_patch = estimate_at_base_patch or estimate
-            batch = min(base_batch, math.floor(budget / estimate))
-            if batch >= min_batch:
-                break
-            shrinkable = [a for a in range(dim) if patch[a] - strides[a] >= 2 * strides[a]]
-            if not shrinkable:
-                raise PlanningError(
-                    f"configuration '{name}': {overlay['method']}'s network does not fit the memory nnU-Net planned "
-                    f"for (budget {budget:.3g} elements) even at batch {min_batch} and patch {patch}. Plan nnU-Net "
-                    f"for a larger GPU (nnUNetv2_plan_experiment -gpu_memory_target), or pass "
-                    f"--keep-base-batch-and-patch to keep nnU-Net's batch and patch anyway.")
-            axis = max(shrinkable, key=lambda a: patch[a] / median[a])
-            patch[axis] -= strides[axis]
-            trial_base = copy.deepcopy(base_plans)
-            trial_base["configurations"][name]["patch_size"] = list(patch)
-            trial = make_plans_variant(trial_base, overlay, variant["plans_name"], [name])
-        cfg["batch_size"], cfg["patch_size"] = int(batch), list(patch)
-        cfg["architecture"] = trial["configurations"][name]["architecture"]  # HiFuse's windows follow the patch
-        records[name] = {"base_batch_size": base_batch, "base_patch_size": base_patch, "batch_size": int(batch),
-                         "patch_size": list(patch), "estimate_per_sample": estimate,
-                         "estimate_per_sample_at_base_patch": estimate_at_base_patch,
-                         "base_estimate_per_sample": base_estimate, "budget": budget,
-                         "budget_source": "base batch × base estimate"}
-        if (batch, patch) != (base_batch, base_patch):
-            changes = [f"{what} {before} -> {after}" for what, before, after in
-                       (("batch", base_batch, batch), ("patch", base_patch, patch)) if before != after]
-            ratio = estimate_at_base_patch / base_estimate
-            log(f"{name}: {', '.join(changes)}: {overlay['method']} keeps {ratio:.2f}x what nnU-Net's network "
-                f"keeps per sample at nnU-Net's patch, and the budget is what nnU-Net's plans use (batch "
-                f"{base_batch} × its estimate). "
-                f"--keep-base-batch-and-patch keeps nnU-Net's.")
-    variant[MARKER_KEY]["memory_budget"] = records
-    return records
-
-
-def _configuration_value(plans: dict, configuration: str, key: str):
-    """A configuration's entry, looked up through ``inherits_from`` as nnU-Net does."""
-    cfg = plans["configurations"][configuration]
-    while key not in cfg and cfg.get("inherits_from"):
-        cfg = plans["configurations"][cfg["inherits_from"]]
-    return cfg[key]
-
-
-def intensity_ranges(plans: dict, configuration: str) -> List[List[float]]:
-    """Per channel, the (low, high) of nnU-Net's normalised intensities that Fuse4Seg's fusion network maps to
-    [0, 1], from the plans alone (``write_plans_variant`` replaces them by ``preprocessed_intensity_ranges`` once
-    the data is preprocessed): the dataset's 0.5 and 99.5 foreground percentiles
-    (``foreground_intensity_properties_per_channel``) in the units of the configuration's normalisation.
-    CTNormalization (clip to them, z-score with the dataset's foreground mean and std): exact; ZScoreNormalization
-    (per image): through the dataset's foreground mean and std, a dataset-wide approximation of each image's;
-    NoNormalization: as they are; rescaling to [0, 1]: (0, 1)."""
-    schemes = _configuration_value(plans, configuration, "normalization_schemes")
-    properties = plans["foreground_intensity_properties_per_channel"]
-    ranges = []
-    for channel, scheme in enumerate(schemes):
-        p = properties[str(channel)]
-        low, high = p["percentile_00_5"], p["percentile_99_5"]
-        if scheme in ("RescaleTo01Normalization", "RGBTo01Normalization"):
-            low, high = 0.0, 1.0
-        elif scheme != "NoNormalization":
-            std = max(p["std"], 1e-8)
-            low, high = (low - p["mean"]) / std, (high - p["mean"]) / std
-        if not high > low:
-            high = low + 1.0
-        ranges.append([round(float(low), 4), round(float(high), 4)])
-    return ranges
-
-
-def preprocessed_intensity_ranges(folder: Path, max_cases: int = 8, max_voxels: int = 2 ** 22) -> List[List[float]]:
-    """Per channel, the 0.5 and 99.5 percentiles of nnU-Net's preprocessed (normalised) data in ``folder`` (a
-    configuration's data_identifier folder), over up to ``max_cases`` cases spread over the dataset, strided voxels.
-    What the network will see, whatever the normalisation scheme.
-
-    The cases of every fold count, validation cases included, on purpose: this is the statistic nnU-Net's own
-    fingerprint takes over all training cases before any fold exists (the 0.5/99.5 percentiles of its CT
-    normalisation, dataset_fingerprint.json), from intensities only (no label is read), and one plans file serves
-    every fold, as nnU-Net's does; ranges per fold would need a plans file per fold for a clip range."""
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-
-    dataset = infer_dataset_class(str(folder))(str(folder))
-    identifiers = sorted(dataset.identifiers)
-    spread = np.linspace(0, len(identifiers) - 1, min(max_cases, len(identifiers))).astype(int)
-    chosen = [identifiers[i] for i in spread]
-    samples = []
-    for identifier in dict.fromkeys(chosen):
-        data = np.asarray(dataset.load_case(identifier)[0])
-        flat = data.reshape(data.shape[0], -1)
-        samples.append(flat[:, ::max(1, flat.shape[1] * len(chosen) // max_voxels)])
-    pooled = np.concatenate(samples, axis=1).astype(np.float64)
-    ranges = []
-    for low, high in np.percentile(pooled, [0.5, 99.5], axis=1).T:
-        ranges.append([round(float(low), 4), round(float(high if high > low else low + 1.0), 4)])
-    return ranges
-
-
 def check_input_channels(overlay: dict, dataset_json_file: Path) -> None:
     """Refuse a dataset with fewer image channels than the method needs (Fuse4Seg fuses N >= 2 modalities)."""
     needed = overlay.get("min_input_channels", 1)
@@ -359,6 +214,8 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
         plans[MARKER_KEY]["memory_budget"] = {name: "kept nnU-Net's batch and patch (--keep-base-batch-and-patch)"
                                               for name in plans["configurations"]}
     else:
+        from nnunet_fuse.memory_budget import fit_to_memory  # it builds variants with this module's functions
+
         fit_to_memory(plans, base_plans, overlay, read_json(folder / "dataset.json"), notes.append)
     for cfg in plans["configurations"].values():  # Fuse4Seg: the ranges of the data as preprocessed, where it is
         kwargs = cfg.get("architecture", {}).get("arch_kwargs", {})
@@ -440,30 +297,3 @@ def merged_variant(existing: dict, new: dict, target: Path, overwrite: bool,
     return merged
 
 
-def network_from_plans(plans: dict, dataset_json: dict, configuration: str, deep_supervision: bool = False):
-    """The network a plans configuration builds, constructed as nnU-Net's trainers do (no weight init).
-
-    Returns (network, configuration_manager); IncompatibleVersionError for plans this version cannot build.
-    """
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    check_compatible(plans, f"plans '{plans.get('plans_name')}'")
-    plans_manager = PlansManager(plans)
-    cm = plans_manager.get_configuration(configuration)
-    network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                     cm.network_arch_init_kwargs_req_import,
-                                     determine_num_input_channels(plans_manager, cm, dataset_json),
-                                     plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
-                                     allow_init=False, deep_supervision=deep_supervision)
-    return network, cm
-
-
-def count_parameters(plans_file: Path, dataset_json_file: Path, configuration: str) -> Dict[str, int]:
-    """Parameters of the network a plans configuration builds (as the trainer builds it, deep supervision off)."""
-    from nnunet_fuse.architectures import parameter_counts
-
-    network, _ = network_from_plans(json.loads(plans_file.read_text()), json.loads(dataset_json_file.read_text()),
-                                    configuration)
-    return parameter_counts(network)

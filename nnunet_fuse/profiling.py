@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from nnunet_fuse.architectures import parameter_counts
-from nnunet_fuse.planning import (MARKER_KEY, load_overlay, make_plans_variant, network_from_plans,
-                                  trainer_deep_supervision)
+from nnunet_fuse.planning import MARKER_KEY, load_overlay, make_plans_variant
+from nnunet_fuse.plans_network import network_from_plans, trainer_deep_supervision
 
 
 @dataclass

@@ -13,7 +13,8 @@ from conftest import TINY_ID, assert_beats_baselines, run
 from nnunet_fuse.commands import nnunet_command
 from nnunet_fuse.hifuse.classifier import HiFuseClassifier
 from nnunet_fuse.hifuse.encoder import attention_settings
-from nnunet_fuse.planning import load_overlay, make_plans_variant, network_from_plans
+from nnunet_fuse.planning import load_overlay, make_plans_variant
+from nnunet_fuse.plans_network import network_from_plans
 
 BIN = Path(sys.executable).parent
 PLANS = Path(__file__).resolve().parents[1] / "benchmarks" / "plans"

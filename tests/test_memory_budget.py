@@ -15,8 +15,8 @@ from nnunet_fuse.hifuse.encoder import HiFuseEncoder, attention_settings
 from nnunet_fuse.hifuse.windows import attention_mask, effective_window
 from nnunet_fuse.imagefusion.bilevel import scale_gradient
 from nnunet_fuse.imagefusion.network import FusionNetwork
-from nnunet_fuse.planning import (MARKER_KEY, PlanningError, _estimate, fit_to_memory, load_overlay,
-                                  make_plans_variant)
+from nnunet_fuse.memory_budget import estimate_per_sample, fit_to_memory
+from nnunet_fuse.planning import MARKER_KEY, PlanningError, load_overlay, make_plans_variant
 from nnunet_fuse.profiling import forward_kept_bytes
 
 PLANS = Path(__file__).resolve().parents[1] / "benchmarks" / "plans"
@@ -91,7 +91,7 @@ def test_a_base_batch_of_one_keeps_batch_one():
 def test_fuseunet_plans_are_budgeted_for_the_deep_supervision_trainer_too():
     """FuseUNet's plans serve nnUNetTrainerFuseUNet (no deep supervision) and nnUNetTrainerFuseUNetDS, whose
     network keeps its deep-supervision heads: the estimate is the heavier one."""
-    from nnunet_fuse.planning import network_from_plans
+    from nnunet_fuse.plans_network import network_from_plans
 
     base, dataset_json = reference_plans("Dataset027_ACDC")
     variant, record, _ = budgeted(base, dataset_json, "fuseunet", "2d")
@@ -113,7 +113,7 @@ def test_patch_shrinks_once_the_batch_is_at_nnunets_minimum():
     assert cfg["batch_size"] == 2 and cfg["patch_size"] != base_cfg["patch_size"]
     assert all(p <= b and p % s == 0 for p, b, s in zip(cfg["patch_size"], base_cfg["patch_size"], strides))
     assert cfg["architecture"]["arch_kwargs"]["strides"] == base_cfg["architecture"]["arch_kwargs"]["strides"]
-    assert 2 * _estimate(variant, dataset_json, "3d_fullres") <= record["budget"] == 2 * record[
+    assert 2 * estimate_per_sample(variant, dataset_json, "3d_fullres") <= record["budget"] == 2 * record[
         "base_estimate_per_sample"]
     assert "patch [128, 128, 128] -> " in lines[0]
 
@@ -246,5 +246,5 @@ def test_estimates_are_per_sample_and_grow_with_the_patch():
     variant = make_plans_variant(base, load_overlay("fuse4seg"), "test", ["2d"])
     small = copy.deepcopy(variant)
     small["configurations"]["2d"]["patch_size"] = [128, 128]
-    assert _estimate(small, dataset_json, "2d") < _estimate(variant, dataset_json, "2d")
+    assert estimate_per_sample(small, dataset_json, "2d") < estimate_per_sample(variant, dataset_json, "2d")
     assert list(itertools.chain(variant["configurations"]["2d"]["patch_size"])) == [256, 224]

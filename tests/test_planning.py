@@ -176,7 +176,7 @@ def test_fuse4seg_files_from_before_its_current_fusion_network_are_refused_by_ev
     builder (profile, parameter counts), -pretrained_weights, check-inputs and `nnunet-fuse versions`."""
     from nnunet_fuse.compatibility import IncompatibleVersionError, check_compatible, model_versions
     from nnunet_fuse.input_check import InputError, check_prediction_inputs
-    from nnunet_fuse.planning import network_from_plans
+    from nnunet_fuse.plans_network import network_from_plans
     from nnunet_fuse.training.checkpoints import read_checkpoint
     from nnunet_fuse.training.fuse4seg import nnUNetTrainerFuse4Seg
     from nnunet_fuse.training.pretrained import transfer_pretrained_weights

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from nnunet_fuse.planning import network_from_plans, write_plans_variant
+from nnunet_fuse.planning import write_plans_variant
+from nnunet_fuse.plans_network import network_from_plans
 from nnunet_fuse.training.pretrained import PretrainedWeightsError, transfer_pretrained_weights
 
 from conftest import TINY_ID

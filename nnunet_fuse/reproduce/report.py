@@ -15,7 +15,7 @@ import numpy as np
 
 from nnunet_fuse.atomic_files import replaced_atomically, write_text_atomically
 from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
-from nnunet_fuse.planning import count_parameters
+from nnunet_fuse.plans_network import count_parameters
 from nnunet_fuse.reporting import SPREAD_NOTE, format_table, mean_and_sd
 from nnunet_fuse.reproduce.runs import (METHODS, ReproduceError, Training, snapshot_folder, snapshot_iterations)
 

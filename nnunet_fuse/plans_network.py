@@ -1,0 +1,46 @@
+"""The network a plans configuration builds, as nnU-Net's trainers build it, and what it costs in parameters."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict
+
+from nnunet_fuse.compatibility import check_compatible
+from nnunet_fuse.planning import MARKER_KEY, load_overlay
+
+
+def trainer_deep_supervision(plans: dict) -> bool:
+    """Whether the plans' trainer trains with deep supervision: nnU-Net's yes, FuseUNet's no, others as their overlay
+    says (``trainer_deep_supervision``)."""
+    if MARKER_KEY not in plans:
+        return True
+    return bool(load_overlay(plans[MARKER_KEY]["method"]).get("trainer_deep_supervision", False))
+
+
+def network_from_plans(plans: dict, dataset_json: dict, configuration: str, deep_supervision: bool = False):
+    """The network a plans configuration builds, constructed as nnU-Net's trainers do (no weight init).
+
+    Returns (network, configuration_manager); IncompatibleVersionError for plans this version cannot build.
+    """
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    check_compatible(plans, f"plans '{plans.get('plans_name')}'")
+    plans_manager = PlansManager(plans)
+    cm = plans_manager.get_configuration(configuration)
+    network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                     cm.network_arch_init_kwargs_req_import,
+                                     determine_num_input_channels(plans_manager, cm, dataset_json),
+                                     plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
+                                     allow_init=False, deep_supervision=deep_supervision)
+    return network, cm
+
+
+def count_parameters(plans_file: Path, dataset_json_file: Path, configuration: str) -> Dict[str, int]:
+    """Parameters of the network a plans configuration builds (as the trainer builds it, deep supervision off)."""
+    from nnunet_fuse.architectures import parameter_counts
+
+    network, _ = network_from_plans(json.loads(plans_file.read_text()), json.loads(dataset_json_file.read_text()),
+                                    configuration)
+    return parameter_counts(network)
