@@ -37,26 +37,17 @@ def dataset_id(text: str) -> int:
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type of a count or size: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number (1, 2, ...)")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type of a count that may be 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number >= 0")
-    return value
+def whole_number(minimum: int):
+    """argparse type of a count or size: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of at least {minimum}")
+        return value
+    return parse
 
 
 def _device(name: Optional[str]) -> str:
@@ -421,6 +412,18 @@ def _predict(args: argparse.Namespace) -> int:
     return subprocess.call(command, env=nnunet_environment(light=False))
 
 
+def _prediction_arguments(parser: argparse.ArgumentParser, output_required: bool, output_help: str) -> None:
+    """nnUNetv2_predict's arguments that name the scans and the trained model (check-inputs, predict)."""
+    parser.add_argument("-i", required=True, help="input folder with CASE_XXXX files, as for nnUNetv2_predict")
+    parser.add_argument("-o", required=output_required, default=None, help=output_help)
+    parser.add_argument("-d", required=True, help="dataset ID or name")
+    parser.add_argument("-c", required=True, help="configuration")
+    parser.add_argument("-tr", default="nnUNetTrainer", help="trainer (default nnUNetTrainer)")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans (default nnUNetPlans)")
+    parser.add_argument("-f", nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4, as nnUNetv2_predict)")
+    parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-fuse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -474,14 +477,14 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--plans-file", nargs="+", default=None, help="plans JSON file(s) instead of -d")
     prof.add_argument("--dataset-json", default=None, help="with --plans-file: dataset.json (default: beside it)")
     prof.add_argument("-device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
-    prof.add_argument("--batch", type=positive_int, default=None, help="batch size (default: the plan's)")
-    prof.add_argument("--patch-size", type=positive_int, nargs="+", default=None,
+    prof.add_argument("--batch", type=whole_number(1), default=None, help="batch size (default: the plan's)")
+    prof.add_argument("--patch-size", type=whole_number(1), nargs="+", default=None,
                       help="override the plan's patch size")
-    prof.add_argument("--warmup", type=non_negative_int, default=1)
-    prof.add_argument("--repeats", type=positive_int, default=3, help="timed training steps (median reported)")
+    prof.add_argument("--warmup", type=whole_number(0), default=1)
+    prof.add_argument("--repeats", type=whole_number(1), default=3, help="timed training steps (median reported)")
     prof.add_argument("--compile", action="store_true", help="train through torch.compile (FLOPs, inference eager)")
     prof.add_argument("--no-inference", action="store_true", help="skip the sliding-window inference timing")
-    prof.add_argument("--inference-repeats", type=positive_int, default=1,
+    prof.add_argument("--inference-repeats", type=whole_number(1), default=1,
                       help="timed sliding-window predictions per network, round-robin (median reported)")
     prof.add_argument("--plot", action="store_true", help="also write a PNG bar chart")
     prof.add_argument("--methods", default="fuseunet",
@@ -584,26 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-inputs", help="check a folder of scans against a trained model before "
                                                  "nnUNetv2_predict (same arguments)")
-    check.add_argument("-i", required=True, help="input folder with CASE_XXXX files, as for nnUNetv2_predict")
-    check.add_argument("-o", default=None, help="the output folder you will give nnUNetv2_predict (checked too)")
-    check.add_argument("-d", required=True, help="dataset ID or name")
-    check.add_argument("-c", required=True, help="configuration")
-    check.add_argument("-tr", default="nnUNetTrainer", help="trainer (default nnUNetTrainer)")
-    check.add_argument("-p", default="nnUNetPlans", help="plans (default nnUNetPlans)")
-    check.add_argument("-f", nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4, as nnUNetv2_predict)")
-    check.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+    _prediction_arguments(check, output_required=False, output_help="the output folder you will give nnUNetv2_predict (checked too)")
     check.set_defaults(func=_check_inputs)
 
     pred = sub.add_parser("predict", help="nnUNetv2_predict with its arguments, after check-inputs: new scans that "
                                            "do not fit the model stop with one error line naming the file")
-    pred.add_argument("-i", required=True, help="input folder with CASE_XXXX files")
-    pred.add_argument("-o", required=True, help="output folder")
-    pred.add_argument("-d", required=True, help="dataset ID or name")
-    pred.add_argument("-c", required=True, help="configuration")
-    pred.add_argument("-tr", default="nnUNetTrainer", help="trainer (default nnUNetTrainer)")
-    pred.add_argument("-p", default="nnUNetPlans", help="plans (default nnUNetPlans)")
-    pred.add_argument("-f", nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4, as nnUNetv2_predict)")
-    pred.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+    _prediction_arguments(pred, output_required=True, output_help="output folder")
     pred.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
     pred.epilog = ("Every other nnUNetv2_predict option (-step_size, --disable_tta, --save_probabilities, -npp, -nps, "
                    "...) is passed on unchanged.")

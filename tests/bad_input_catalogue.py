@@ -482,7 +482,7 @@ CASES: List[Case] = [
                                "-device", "cpu", "--methods", "fuseunet,unet"), "unknown method 'unet'"),
     Case("profile-batch-zero", "profile", "--batch 0",
          lambda ws: ws.command("nnunet-fuse", "profile", "--plans-file", _tiny_plans_file(ws), "-c", CONFIGURATION,
-                               "-device", "cpu", "--batch", "0"), "a positive whole number"),
+                               "-device", "cpu", "--batch", "0"), "is not a whole number of at least 1"),
     Case("profile-missing-plans", "profile", "--plans-file that does not exist",
          lambda ws: ws.command("nnunet-fuse", "profile", "--plans-file", str(ws.root / "nope.json"), "-c", "2d"),
          "missing file"),

@@ -89,7 +89,7 @@ def test_profile_errors(planned_dataset):
     assert "e.g. [64, 64, 64]" in result.stderr
     result = run(f"{BIN / 'nnunet-fuse'} profile --plans-file {plans} -c 3d_fullres --inference-repeats 0", None,
                  check=False)
-    assert result.returncode == 2 and "--inference-repeats: '0' is not a positive whole number" in result.stderr
+    assert result.returncode == 2 and "--inference-repeats: '0' is not a whole number of at least 1" in result.stderr
 
 
 def test_candidates_for_several_methods_and_ratios_per_group():
