@@ -94,3 +94,15 @@ def test_losses_reject_bad_shapes_and_give_gradients():
     loss = intensity_loss(fused, images) + gradient_loss(fused, images) + reconstruction_loss(fused, images[:, :1])
     loss.backward()
     assert fused.grad is not None and fused.grad.abs().sum() > 0
+
+
+def test_decomposition_loss_keeps_two_maps_per_modality():
+    """The decomposition loss centres each modality's base and detail features once: for the backward it keeps 2N
+    feature maps (N modalities), not 4 per modality pair (24 for N = 4), which the memory budget would not count."""
+    from nnunet_fuse.profiling import forward_kept_bytes
+
+    for n in (2, 4):
+        base = [torch.rand(1, 8, 16, 16, requires_grad=True) for _ in range(n)]
+        detail = [torch.rand(1, 8, 16, 16, requires_grad=True) for _ in range(n)]
+        kept_maps = forward_kept_bytes(lambda: decomposition_loss(base, detail)) / 4 / (8 * 16 * 16)
+        assert kept_maps == pytest.approx(2 * n, abs=0.1)
