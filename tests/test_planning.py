@@ -58,7 +58,7 @@ def test_variant_from_real_plans_builds_the_network_nnunet_would(planned_dataset
         assert out.shape == (1, 4, *cm.patch_size)
 
 
-def test_configuration_subset_and_rewrite_rules(planned_dataset):
+def test_configuration_subset_and_rewrite_rules(planned_dataset, monkeypatch, capsys):
     workdir, _, _ = planned_dataset
     result = write_plans_variant(workdir / "nnUNet_preprocessed", f"Dataset{TINY_ID}_Tiny", "fuseunet",
                                  configurations=["2d"], plans_name="test_subset")
@@ -94,6 +94,20 @@ def test_configuration_subset_and_rewrite_rules(planned_dataset):
     replaced = write_plans_variant(workdir / "nnUNet_preprocessed", TINY_ID, "hifuse",
                                    configurations=["3d_fullres"], plans_name="test_subset", overwrite=True)
     assert list(json.loads(replaced["path"].read_text())["configurations"]) == ["3d_fullres"]
+    # the command says what -c does (it writes or adds configurations; others are kept), and why nothing was written
+    from nnunet_fuse import cli
+
+    monkeypatch.setenv("nnUNet_preprocessed", str(workdir / "nnUNet_preprocessed"))
+    capsys.readouterr()
+    assert cli.main(["plan", "-d", str(TINY_ID), "--method", "hifuse", "-c", "3d_fullres", "--plans-name",
+                     "test_subset", "--overwrite"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "unchanged: " in said and "(it already holds these configurations as this version plans them: nothing to " \
+                                     "replace)" in said, said
+    with pytest.raises(SystemExit):
+        cli.main(["plan", "-h"])
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "configurations to write" in usage and "an existing variant keeps its other configurations" in usage
 
 
 def test_inheriting_and_cascade_configurations_keep_their_parents():
