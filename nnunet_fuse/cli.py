@@ -76,12 +76,8 @@ def _plan(args: argparse.Namespace) -> int:
               f"{hosts[0]} --segment-with {args.segment_with}); --method {args.method} has no separate segmentation "
               f"network: leave --segment-with out", file=sys.stderr)
         return 2
-    try:
-        result = write_plans_variant(preprocessed, args.d, method, args.base_plans, args.c, args.plans_name,
-                                     args.overwrite, args.keep_base_batch_and_patch)
-    except (PlanningError, InputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = write_plans_variant(preprocessed, args.d, method, args.base_plans, args.c, args.plans_name,
+                                 args.overwrite, args.keep_base_batch_and_patch)
     same = " (it already holds these configurations as this version plans them: nothing to replace)" \
         if result["status"] == "unchanged" else ""
     print(f"{result['status']}: {result['path']}{same}")
@@ -153,15 +149,10 @@ def _export_fused(args: argparse.Namespace) -> int:
     if not _nnunet_folder("nnUNet_results") or not _nnunet_folder("nnUNet_preprocessed"):
         return 2
     os.environ["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
-    from nnunet_fuse.fused_export import ExportError, export_fused
+    from nnunet_fuse.fused_export import export_fused
 
-    try:
-        device = torch.device(_device(args.device))
-        written = export_fused(_model_folder(args), Path(args.i), Path(args.o), args.f, args.chk, device,
-                               args.step_size)
-    except (ExportError, InputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    device = torch.device(_device(args.device))
+    written = export_fused(_model_folder(args), Path(args.i), Path(args.o), args.f, args.chk, device, args.step_size)
     print(f"wrote {len(written)} fused image(s) to {args.o}")
     return 0
 
@@ -177,16 +168,12 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def _version(args: argparse.Namespace) -> int:
-    from nnunet_fuse.compatibility import IncompatibleVersionError, installed_versions, model_versions
+    from nnunet_fuse.compatibility import installed_versions, model_versions
 
     print(installed_versions())
     for folder in args.model:
-        try:
-            for path, verdict in model_versions(folder):
-                print(f"{path}: {verdict}")
-        except (IncompatibleVersionError, InputError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        for path, verdict in model_versions(folder):
+            print(f"{path}: {verdict}")
     return 0
 
 
@@ -196,11 +183,7 @@ def _find_best_configuration(args: argparse.Namespace) -> int:
     if not _nnunet_folder("nnUNet_results") or not _nnunet_folder("nnUNet_preprocessed"):
         return 2
     os.environ["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
-    try:
-        find_best(args.d, args.m, args.f, not args.disable_ensembling, args.np)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    find_best(args.d, args.m, args.f, not args.disable_ensembling, args.np)
     return 0
 
 
@@ -226,38 +209,33 @@ def _profile(args: argparse.Namespace) -> int:
 
     import torch
 
-    from nnunet_fuse.compatibility import IncompatibleVersionError
     from nnunet_fuse.reporting import format_table
     from nnunet_fuse.planning import find_dataset_folder
     from nnunet_fuse.profiling import profile_plans, table_rows, write_outputs
 
-    try:
-        if args.plans_file:
-            plans_files = [Path(p) for p in args.plans_file]
-            dataset_json_file = Path(args.dataset_json) if args.dataset_json else plans_files[0].parent / "dataset.json"
-        else:
-            if not args.d:
-                print("error: give -d (with nnUNet_preprocessed set) or --plans-file PLANS.json", file=sys.stderr)
-                return 2
-            preprocessed = _nnunet_folder("nnUNet_preprocessed")
-            if not preprocessed:
-                return 2
-            folder = find_dataset_folder(preprocessed, args.d)
-            names = args.p or ["nnUNetPlans", *sorted(p.stem for p in folder.glob("nnUNetResEnc*Plans.json"))]
-            plans_files = [folder / f"{name}.json" for name in names]
-            dataset_json_file = folder / "dataset.json"
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown_methods = [m for m in methods if m not in available_methods()]
-        if unknown_methods or not methods:
-            raise InputError(f"--methods: unknown method '{(unknown_methods or [args.methods])[0]}'; give methods of "
-                             f"{', '.join(available_methods())}, comma-separated (nnU-Net's network and the encoder "
-                             f"alone are always profiled beside them)")
-        plans = [read_json(f) for f in plans_files]
-        dataset_json = read_json(dataset_json_file)
-        device = torch.device(_device(args.device))
-    except (PlanningError, InputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.plans_file:
+        plans_files = [Path(p) for p in args.plans_file]
+        dataset_json_file = Path(args.dataset_json) if args.dataset_json else plans_files[0].parent / "dataset.json"
+    else:
+        if not args.d:
+            print("error: give -d (with nnUNet_preprocessed set) or --plans-file PLANS.json", file=sys.stderr)
+            return 2
+        preprocessed = _nnunet_folder("nnUNet_preprocessed")
+        if not preprocessed:
+            return 2
+        folder = find_dataset_folder(preprocessed, args.d)
+        names = args.p or ["nnUNetPlans", *sorted(p.stem for p in folder.glob("nnUNetResEnc*Plans.json"))]
+        plans_files = [folder / f"{name}.json" for name in names]
+        dataset_json_file = folder / "dataset.json"
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown_methods = [m for m in methods if m not in available_methods()]
+    if unknown_methods or not methods:
+        raise InputError(f"--methods: unknown method '{(unknown_methods or [args.methods])[0]}'; give methods of "
+                         f"{', '.join(available_methods())}, comma-separated (nnU-Net's network and the encoder "
+                         f"alone are always profiled beside them)")
+    plans = [read_json(f) for f in plans_files]
+    dataset_json = read_json(dataset_json_file)
+    device = torch.device(_device(args.device))
     unknown = [p["plans_name"] for p in plans if args.c not in p["configurations"]]
     if unknown:
         print(f"error: configuration '{args.c}' is not in plans {unknown}", file=sys.stderr)
@@ -266,7 +244,7 @@ def _profile(args: argparse.Namespace) -> int:
         rows = profile_plans(plans, dataset_json, args.c, device, args.batch, args.patch_size, args.warmup,
                              args.repeats, inference=not args.no_inference, compile=args.compile,
                              methods=methods, inference_repeats=args.inference_repeats)
-    except (ValueError, PlanningError, IncompatibleVersionError) as e:
+    except ValueError as e:  # settings the plans do not allow (a patch off the strides)
         print(f"error: {e}", file=sys.stderr)
         return 2
     cfg = plans[0]["configurations"][args.c]
@@ -301,10 +279,7 @@ def _classification_paths(args: argparse.Namespace):
     if not all(folders):
         raise InputError("set nnUNet_raw, nnUNet_preprocessed and nnUNet_results as for nnU-Net")
     raw_root, preprocessed_root, results = map(Path, folders)
-    try:
-        preprocessed = find_dataset_folder(preprocessed_root, args.d)
-    except PlanningError as e:
-        raise InputError(str(e)) from e
+    preprocessed = find_dataset_folder(preprocessed_root, args.d)
     plans_file = preprocessed / f"{args.p}.json"
     if not plans_file.is_file():
         raise InputError(f"no plans {plans_file}; run nnUNetv2_plan_and_preprocess -d {args.d} first, or give the "
@@ -316,36 +291,29 @@ def _classification_paths(args: argparse.Namespace):
 def _classify(args: argparse.Namespace) -> int:
     import torch
 
-    from nnunet_fuse.compatibility import IncompatibleVersionError
-    from nnunet_fuse.splits import SplitError
+    preprocessed, raw, plans_file, folder = _classification_paths(args)
+    if args.action == "train":
+        from nnunet_fuse.datasets.classes import CLASSES_FILE
+        from nnunet_fuse.classification.training import ClassificationData, prepare_model_folder, train_fold
 
-    try:
-        preprocessed, raw, plans_file, folder = _classification_paths(args)
-        if args.action == "train":
-            from nnunet_fuse.datasets.classes import CLASSES_FILE
-            from nnunet_fuse.classification.training import ClassificationData, prepare_model_folder, train_fold
+        device = torch.device(_device(args.device))
+        data = ClassificationData(preprocessed, raw, read_json(plans_file), args.c)
+        prepare_model_folder(folder, plans_file, preprocessed / "dataset.json", raw / CLASSES_FILE)
+        for fold in args.f:
+            train_fold(data, folder, fold, preprocessed, args.budget, device, args.continue_training)
+        print(f"trained fold(s) {' '.join(map(str, args.f))} in {folder}\nnext: nnunet-fuse classify evaluate "
+              f"-d {args.d} -c {args.c} --budget {args.budget}   (after all five folds), or classify predict -i "
+              f"SCANS -o OUT.csv -d {args.d} -c {args.c} --budget {args.budget}")
+    elif args.action == "predict":
+        from nnunet_fuse.classification.prediction import predict_folder
 
-            device = torch.device(_device(args.device))
-            data = ClassificationData(preprocessed, raw, read_json(plans_file), args.c)
-            prepare_model_folder(folder, plans_file, preprocessed / "dataset.json", raw / CLASSES_FILE)
-            for fold in args.f:
-                train_fold(data, folder, fold, preprocessed, args.budget, device, args.continue_training)
-            print(f"trained fold(s) {' '.join(map(str, args.f))} in {folder}\nnext: nnunet-fuse classify evaluate "
-                  f"-d {args.d} -c {args.c} --budget {args.budget}   (after all five folds), or classify predict -i "
-                  f"SCANS -o OUT.csv -d {args.d} -c {args.c} --budget {args.budget}")
-        elif args.action == "predict":
-            from nnunet_fuse.classification.prediction import predict_folder
+        written = predict_folder(folder, Path(args.i), Path(args.o), args.f, args.chk,
+                                 torch.device(_device(args.device)))
+        print(f"wrote {written}")
+    else:
+        from nnunet_fuse.classification.evaluation import evaluate_cross_validation
 
-            written = predict_folder(folder, Path(args.i), Path(args.o), args.f, args.chk,
-                                     torch.device(_device(args.device)))
-            print(f"wrote {written}")
-        else:
-            from nnunet_fuse.classification.evaluation import evaluate_cross_validation
-
-            evaluate_cross_validation(folder, Path(args.o) if args.o else None)
-    except (InputError, SplitError, IncompatibleVersionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        evaluate_cross_validation(folder, Path(args.o) if args.o else None)
     return 0
 
 
@@ -361,12 +329,8 @@ def _convert(args: argparse.Namespace) -> int:
         return 2
     convert = getattr(converters, CONVERTERS[args.dataset])
     kwargs = {} if args.d is None else {"dataset_id": args.d}
-    try:
-        print(f"converting {args.source} ({args.dataset}) ...", flush=True)
-        target = convert(args.source, raw, **kwargs)
-    except (converters.ConversionError, InputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    print(f"converting {args.source} ({args.dataset}) ...", flush=True)
+    target = convert(args.source, raw, **kwargs)
     print(f"wrote {target}\nnext: nnUNetv2_plan_and_preprocess -d {target.name[7:10]} --verify_dataset_integrity")
     if (target / "classes.json").is_file():
         print(f"      then, for case classification: nnunet-fuse classify train -d {target.name[7:10]} -c 2d -f 0")
@@ -378,11 +342,7 @@ def _check_inputs(args: argparse.Namespace) -> int:
 
     if not _nnunet_folder("nnUNet_results"):
         return 2
-    try:
-        cases = check_prediction_inputs(_model_folder(args), Path(args.i), args.c, args.f, args.chk, args.o)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cases = check_prediction_inputs(_model_folder(args), Path(args.i), args.c, args.f, args.chk, args.o)
     files = sum(len(f) for f in cases.values())
     print(f"{len(cases)} case(s), {files} image file(s) in {args.i}: complete, readable, finite, and named and shaped "
           f"as the model needs; folds {' '.join(map(str, args.f))} have a readable {args.chk}")
@@ -611,10 +571,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Run a command; a user error no command caught itself still ends with one ``error:`` line and exit 2."""
+def user_errors() -> tuple:
+    """The exceptions that mean a mistake in the input (their message names the file and the fix)."""
     from nnunet_fuse.compatibility import IncompatibleVersionError
+    from nnunet_fuse.datasets.converters import ConversionError
+    from nnunet_fuse.fused_export import ExportError
+    from nnunet_fuse.splits import SplitError
 
+    return InputError, PlanningError, IncompatibleVersionError, ConversionError, ExportError, SplitError
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run a command; a mistake in the input ends with one ``error:`` line and exit 2 (user_errors), for every
+    command in this one place."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.command != "predict":
@@ -622,7 +591,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.nnunet_arguments = unknown  # predict passes nnUNetv2_predict's other options on
     try:
         return args.func(args)
-    except (InputError, PlanningError, IncompatibleVersionError) as e:
+    except Exception as e:
+        if not isinstance(e, user_errors()):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 
