@@ -41,7 +41,6 @@ def budget_trainer_name(method_infix: str, budget: str) -> str:
     return f"nnUNetTrainer{method_infix}_{budget}"
 
 
-
 @dataclass(frozen=True)
 class ClassifierBudget:
     """A HiFuse classifier's schedule (nnunet-fuse classify --budget)."""

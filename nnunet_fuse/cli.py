@@ -547,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-inputs", help="check a folder of scans against a trained model before "
                                                  "nnUNetv2_predict (same arguments)")
-    _prediction_arguments(check, output_required=False, output_help="the output folder you will give nnUNetv2_predict (checked too)")
+    _prediction_arguments(check, output_required=False,
+                          output_help="the output folder you will give nnUNetv2_predict (checked too)")
     check.set_defaults(func=_check_inputs)
 
     pred = sub.add_parser("predict", help="nnUNetv2_predict with its arguments, after check-inputs: new scans that "

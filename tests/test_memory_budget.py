@@ -102,11 +102,10 @@ def test_fuseunet_plans_are_budgeted_for_the_deep_supervision_trainer_too():
 
 
 def test_patch_shrinks_once_the_batch_is_at_nnunets_minimum():
-    """BraTS-like 3d plans at batch 2, budget = what nnU-Net's network uses (planner unknown): Fuse4Seg keeps more
+    """BraTS-like 3d plans at batch 2, budget = what nnU-Net's network uses there: Fuse4Seg keeps more
     per sample, so its patch shrinks by a total stride at a time, the axis largest against the median shape first,
     until batch 2 fits; the network stays the plan's (same stages and strides)."""
     base, dataset_json = reference_plans("Dataset137_BraTSlike")
-    base["experiment_planner_used"] = "SomeoneElsesPlanner"
     variant, record, lines = budgeted(base, dataset_json, "fuse4seg", "3d_fullres")
     cfg, base_cfg = variant["configurations"]["3d_fullres"], base["configurations"]["3d_fullres"]
     strides = np.prod(np.array(base_cfg["architecture"]["arch_kwargs"]["strides"]), axis=0)
@@ -121,7 +120,6 @@ def test_patch_shrinks_once_the_batch_is_at_nnunets_minimum():
 def test_a_method_that_never_fits_is_a_clear_error():
     """A fusion network 64× as wide keeps more at the smallest patch than nnU-Net's network at its own."""
     base, dataset_json = reference_plans("Dataset027_ACDC_2channels")
-    base["experiment_planner_used"] = "SomeoneElsesPlanner"
     base["configurations"]["2d"]["batch_size"] = 2
     with pytest.raises(PlanningError, match="does not fit the memory nnU-Net planned for.*--keep-base-batch"):
         budgeted(base, dataset_json, "fuse4seg", "2d", fusion_channels=1024)
