@@ -289,8 +289,14 @@ def _classification_paths(args: argparse.Namespace):
 
 
 def _classify(args: argparse.Namespace) -> int:
+    if args.action == "predict" and (Path(args.o).suffix.lower() != ".csv" or Path(args.o).is_dir()):
+        raise InputError(f"-o {args.o}: give the CSV file to write (e.g. predictions.csv)")
+    if args.features == "shape":
+        return _classify_from_segmentations(args)
     import torch
 
+    if args.action == "predict" and not args.i:
+        raise InputError("give the scans to classify with -i SCANS")
     preprocessed, raw, plans_file, folder = _classification_paths(args)
     if args.action == "train":
         from nnunet_fuse.datasets.classes import CLASSES_FILE
@@ -315,6 +321,67 @@ def _classify(args: argparse.Namespace) -> int:
 
         evaluate_cross_validation(folder, Path(args.o) if args.o else None)
     return 0
+
+
+def _classify_from_segmentations(args: argparse.Namespace) -> int:
+    """classify train/evaluate/predict --features shape: a classifier of the label maps' shape features."""
+    from nnunet_fuse.classification import from_segmentations as shape
+    from nnunet_fuse.planning import find_dataset_folder
+
+    folders = [_nnunet_folder(v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")]
+    if not all(folders):
+        raise InputError("set nnUNet_raw, nnUNet_preprocessed and nnUNet_results as for nnU-Net")
+    raw_root, preprocessed_root, results = map(Path, folders)
+    try:
+        raw = find_dataset_folder(raw_root, args.d)
+    except PlanningError:
+        raise InputError(f"dataset {args.d} is not in nnUNet_raw ({raw_root}); convert it first (nnunet-fuse "
+                         f"convert ...)") from None
+    preprocessed = preprocessed_root / raw.name
+    source = Path(args.segmentations) if args.action != "predict" and args.segmentations else None
+    folder = shape.shape_model_folder(results, raw.name, source)
+    if args.action == "train":
+        shape.train_shape_classifier(raw, preprocessed if preprocessed.is_dir() else raw, folder, args.f, source)
+        how = "" if source is None else f" --segmentations {source}"
+        print(f"trained fold(s) {' '.join(map(str, args.f))} in {folder}\nnext: nnunet-fuse classify evaluate "
+              f"-d {args.d} --features shape{how}   (after all five folds), or classify predict -d {args.d} "
+              f"--features shape -i SCANS --segment-with MODEL_FOLDER -o OUT.csv")
+    elif args.action == "evaluate":
+        from nnunet_fuse.classification.evaluation import evaluate_cross_validation
+
+        evaluate_cross_validation(folder, Path(args.o) if args.o else None)
+    else:
+        if bool(args.segmentations) == bool(args.segment_with):
+            raise InputError("give the label maps with --segmentations FOLDER, or --segment-with MODEL_FOLDER "
+                             "(and -i SCANS) to have a trained nnU-Net model segment the scans first")
+        segmentations = Path(args.segmentations) if args.segmentations else None
+        if args.segment_with:
+            if not args.i:
+                raise InputError("--segment-with segments the scans of -i SCANS; give -i")
+            segmentations = _segment_first(Path(args.segment_with), Path(args.i), Path(args.o), args)
+        written = shape.predict_shape(folder, segmentations, Path(args.o), args.f, Path(args.i) if args.i else None,
+                                      Path(args.body_sizes) if args.body_sizes else None)
+        print(f"wrote {written}")
+    return 0
+
+
+def _segment_first(model: Path, scans: Path, output_csv: Path, args: argparse.Namespace) -> Path:
+    """nnUNetv2_predict_from_modelfolder of the scans (checked first) into OUT_segmentations/ beside the CSV."""
+    import subprocess
+
+    from nnunet_fuse.commands import nnunet_command, nnunet_environment
+    from nnunet_fuse.input_check import check_prediction_inputs
+
+    target = output_csv.with_name(f"{output_csv.stem}_segmentations")
+    folds = sorted(p.name[len("fold_"):] for p in model.glob("fold_*") if (p / args.chk).is_file())
+    configuration = model.name.split("__")[-1]
+    check_prediction_inputs(model, scans, configuration, folds or [0], args.chk, target)
+    command = [nnunet_command("nnUNetv2_predict_from_modelfolder"), "-i", str(scans), "-o", str(target),
+               "-m", str(model), "-f", *folds, "-chk", args.chk, "-device", _device(args.device)]
+    print(f"$ {shlex.join(command)}", flush=True)
+    if subprocess.call(command, env=nnunet_environment(light=False)) != 0:
+        raise InputError(f"nnU-Net could not segment {scans} with {model} (its error is above)")
+    return target
 
 
 CONVERTERS = {"acdc": "convert_acdc", "msd": "convert_msd", "kits23": "convert_kits23", "brats": "convert_brats",
@@ -465,34 +532,54 @@ def build_parser() -> argparse.ArgumentParser:
                            "brats2015 138; imagefolder: required)")
     conv.set_defaults(func=_convert)
 
-    classify = sub.add_parser("classify", help="case classification with HiFuse on nnU-Net's preprocessed data: "
-                                               "train, predict, evaluate (classes from nnUNet_raw/DatasetXXX/"
-                                               "classes.json)")
+    classify = sub.add_parser("classify", help="case classification on nnU-Net's data: from segmentations (shape "
+                                               "features) or from the images (HiFuse); train, predict, evaluate "
+                                               "(classes from nnUNet_raw/DatasetXXX/classes.json)")
     actions = classify.add_subparsers(dest="action", required=True)
     from nnunet_fuse.budgets import CLASSIFIER_BUDGETS
 
-    for action, text in (("train", "train folds (checkpoints as nnU-Net's, in nnUNet_results)"),
-                         ("predict", "classify new scans: one CSV row per case or patient"),
+    for action, text in (("train", "train folds (in nnUNet_results)"),
+                         ("predict", "classify new scans or segmentations: one CSV row per case or patient"),
                          ("evaluate", "cross-validation report over the trained folds (MD, JSON, CSV, PNG)")):
         a = actions.add_parser(action, help=text)
         a.add_argument("-d", required=True, help="dataset ID or name")
-        a.add_argument("-c", default="2d", help="configuration: 2d (slices, averaged) or 3d_fullres (default 2d)")
-        a.add_argument("-p", default="nnUNetPlans", help="nnU-Net plans whose preprocessed data is used "
-                                                         "(default nnUNetPlans)")
+        a.add_argument("--features", choices=["image", "shape"], default="image",
+                       help="shape: volumes, ejection fractions, masses, thicknesses ... measured on label maps, "
+                            "classified by a scikit-learn model chosen by nested cross-validation (model folder "
+                            "ShapeClassifier__SOURCE); image: a HiFuse network on nnU-Net's preprocessed images "
+                            "(model folder HiFuseClassifier_BUDGET__PLANS__CONFIGURATION; default)")
+        if action != "predict":
+            a.add_argument("--segmentations", default=None, metavar="SOURCE",
+                           help="--features shape: the label maps of the held-out patients: a trained nnU-Net model "
+                                "folder (fold k's validation/ predictions: the honest cross-validation) or a folder "
+                                "of label maps (default: the references, labelsTr: the upper bound); the "
+                                "classifiers always learn from the training patients' references")
+        a.add_argument("-c", default="2d", help="--features image: 2d (slices, averaged) or 3d_fullres (default 2d)")
+        a.add_argument("-p", default="nnUNetPlans", help="--features image: nnU-Net plans whose preprocessed data is "
+                                                         "used (default nnUNetPlans)")
         a.add_argument("--budget", choices=list(CLASSIFIER_BUDGETS), default="small",
-                       help="; ".join(f"{k}: {b.epochs} epochs × {b.iterations or 'one pass'} × batch "
-                                      f"{b.batch_size}" for k, b in CLASSIFIER_BUDGETS.items())
-                       + " (default small; the model folder is HiFuseClassifier_BUDGET__PLANS__CONFIGURATION)")
+                       help="--features image: " + "; ".join(
+                           f"{k}: {b.epochs} epochs × {b.iterations or 'one pass'} × batch {b.batch_size}"
+                           for k, b in CLASSIFIER_BUDGETS.items()) + " (default small)")
         if action == "train":
             a.add_argument("-f", type=_fold, nargs="+", default=[0], help="folds 0-4 or all (default 0)")
             a.add_argument("--c", dest="continue_training", action="store_true",
-                           help="continue from the fold's latest checkpoint")
+                           help="--features image: continue from the fold's latest checkpoint")
         if action == "predict":
-            a.add_argument("-i", required=True, help="input folder with CASE_XXXX files, as for nnUNetv2_predict")
+            a.add_argument("-i", default=None, help="input folder with CASE_XXXX files, as for nnUNetv2_predict")
             a.add_argument("-o", required=True, help="CSV file to write")
             a.add_argument("-f", type=_fold, nargs="+", default=[0, 1, 2, 3, 4],
                            help="folds to average (default 0 1 2 3 4)")
             a.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
+            a.add_argument("--segmentations", default=None, metavar="FOLDER",
+                           help="--features shape: the label maps to classify (CASE.nii.gz, e.g. nnUNetv2_predict's "
+                                "output)")
+            a.add_argument("--segment-with", default=None, metavar="MODEL_FOLDER",
+                           help="--features shape: a trained nnU-Net model folder that segments -i SCANS first "
+                                "(nnUNetv2_predict_from_modelfolder; the label maps go to OUT_segmentations/)")
+            a.add_argument("--body-sizes", default=None, metavar="JSON",
+                           help="--features shape: {patient: {\"height_cm\": ..., \"weight_kg\": ...}}, needed "
+                                "where the classifier was trained with height and weight (ACDC)")
         if action == "evaluate":
             a.add_argument("-o", default=None, help="report folder (default MODEL_FOLDER/cv_report)")
         if action != "evaluate":

@@ -12,11 +12,10 @@ from typing import Callable, List, Sequence
 import numpy as np
 import torch
 
-from nnunet_fuse.classification.samples import (RegionOfInterest, Sample, network_inputs, sample_probabilities,
-                                                stack_frames)
+from nnunet_fuse.classification.samples import (RegionOfInterest, network_inputs, sample_probabilities,
+                                                samples_of_frames, stack_frames)
 from nnunet_fuse.classification.training import ClassificationError, build_network, write_predictions_csv
 from nnunet_fuse.input_check import InputError, check_prediction_inputs, read_json
-from nnunet_fuse.splits import cases_by_patient
 
 
 def _networks(model_folder: Path, folds: Sequence, checkpoint_name: str, device: torch.device):
@@ -44,21 +43,9 @@ def predict_folder(model_folder: Path, input_folder: Path, output_csv: Path, fol
 
     model_folder = Path(model_folder)
     configuration = model_folder.name.split("__")[-1]
-    if Path(output_csv).suffix.lower() != ".csv":
-        raise InputError(f"-o {output_csv}: give the CSV file to write (e.g. predictions.csv)")
-    if Path(output_csv).is_dir():
-        raise InputError(f"-o {output_csv} is a folder; give the CSV file to write")
     cases = check_prediction_inputs(model_folder, input_folder, configuration, folds, checkpoint_name)
     networks, described = _networks(model_folder, list(folds), checkpoint_name, device)
-    frames = described["frames_per_sample"]
-    if frames > 1:
-        samples = [Sample(patient, group) for patient, group in cases_by_patient(sorted(cases)).items()]
-        wrong = [f"{s.id} ({len(s.cases)})" for s in samples if len(s.cases) != frames]
-        if wrong:
-            raise InputError(f"the model classifies a patient from {frames} frames (PATIENT_frameNN cases), but "
-                             f"{', '.join(wrong[:5])} in {input_folder} have other numbers of frames")
-    else:
-        samples = [Sample(case, [case]) for case in sorted(cases)]
+    samples = samples_of_frames(list(cases), described["frames_per_sample"], input_folder)
     plans_manager = PlansManager(read_json(model_folder / "plans.json"))
     cm = plans_manager.get_configuration(configuration)
     dataset_json = read_json(model_folder / "dataset.json")

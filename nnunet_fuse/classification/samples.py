@@ -40,6 +40,19 @@ def group_samples(case_ids: Sequence[str]) -> List[Sample]:
     return samples
 
 
+def samples_of_frames(case_ids: Sequence[str], frames_per_sample: int, where: object) -> List[Sample]:
+    """New cases → samples as a model trained on samples of ``frames_per_sample`` frames needs them (one sample per
+    case for 1); InputError naming the patients in ``where`` with another number of frames."""
+    if frames_per_sample <= 1:
+        return [Sample(case, [case]) for case in sorted(case_ids)]
+    samples = [Sample(patient, group) for patient, group in cases_by_patient(sorted(case_ids)).items()]
+    wrong = [f"{s.id} ({len(s.cases)})" for s in samples if len(s.cases) != frames_per_sample]
+    if wrong:
+        raise InputError(f"the model classifies a patient from {frames_per_sample} frames (PATIENT_frameNN cases), "
+                         f"but {', '.join(wrong[:5])} in {where} have other numbers of frames")
+    return samples
+
+
 def stack_frames(frames: Sequence[np.ndarray]) -> np.ndarray:
     """Frames (C, *S_i) → (F·C, *S): each frame cropped or zero-padded around its centre to the largest shape."""
     shape = [int(n) for n in np.max([f.shape[1:] for f in frames], axis=0)]

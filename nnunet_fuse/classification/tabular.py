@@ -2,7 +2,8 @@
 
 ``select_model`` picks, by cross-validation on the training samples alone (stratified folds), the model and its
 settings among CANDIDATES: logistic regression, a random forest and gradient-boosted trees, each behind
-standard scaling; evaluated on outer folds the training never saw, this is nested cross-validation. The chosen
+standard scaling, all single-threaded (tens to hundreds of samples: threads cost more than they save and starve a
+training running beside); evaluated on outer folds the training never saw, this is nested cross-validation. The chosen
 pipeline is refitted on all training samples; ``importances`` says which features it used (permutation importance
 on the training samples).
 """
@@ -18,8 +19,8 @@ CANDIDATES = {  # name: (estimator factory, grid of its settings)
                             {"max_iter": 5000}),
     "random forest": ("sklearn.ensemble.RandomForestClassifier", {"max_depth": [None, 4]},
                       {"n_estimators": 300, "random_state": 0}),
-    "gradient boosting": ("sklearn.ensemble.HistGradientBoostingClassifier", {"max_depth": [2, None]},
-                          {"random_state": 0}),
+    "gradient boosting": ("sklearn.ensemble.GradientBoostingClassifier", {"max_depth": [1, 3]},
+                          {"n_estimators": 100, "random_state": 0}),
 }
 
 
@@ -43,6 +44,13 @@ def select_model(features: np.ndarray, labels: Sequence[str], feature_names: Seq
                  inner_folds: int = 5, seed: int = 0) -> ChosenModel:
     """The candidate and settings with the best mean balanced accuracy over stratified inner folds of these training
     samples, refitted on all of them. features: (samples, features); labels: one class name per sample."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _select_model(features, labels, feature_names, inner_folds, seed)
+
+
+def _select_model(features, labels, feature_names, inner_folds, seed) -> ChosenModel:
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler

@@ -16,6 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_fuse.datasets.body_sizes import BODY_SIZES_FILE, write_body_sizes
 from nnunet_fuse.datasets.classes import write_classes
 from nnunet_fuse.input_check import InputError, check_nifti_data, read_image, read_image_header, read_json
 from nnunet_fuse.splits import ensure_split_file
@@ -152,8 +153,16 @@ def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int 
         raise ConversionError(f"no patientNNN folders in {src}; pass the ACDC 'training' folder")
     pairs: List[Tuple[str, Path, Path]] = []
     groups: Dict[str, str] = {}  # patient → Info.cfg's Group (the diagnosis), for classes.json
+    body_sizes: Dict[str, Tuple[float, float]] = {}  # patient → Info.cfg's Height and Weight, for body_sizes.json
     for patient in patients:
-        group = _acdc_info(patient).get("Group")
+        info = _acdc_info(patient)
+        group = info.get("Group")
+        if "Height" in info and "Weight" in info:
+            try:
+                body_sizes[patient.name] = (float(info["Height"]), float(info["Weight"]))
+            except ValueError:
+                raise ConversionError(f"case {patient.name}: Info.cfg's Height '{info['Height']}' and Weight "
+                                      f"'{info['Weight']}' must be numbers (cm, kg)") from None
         if group and group not in ACDC_GROUPS:
             raise ConversionError(f"case {patient.name}: Info.cfg names Group '{group}', not one of ACDC's "
                                   f"{ACDC_GROUPS}")
@@ -188,6 +197,8 @@ def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int 
                 raise ConversionError(f"Info.cfg of {', '.join(without[:5])} has no 'Group' (the diagnosis) while "
                                       f"other patients' have; restore it (classes.json needs every patient's)")
             write_classes(out, {case: groups[case.split("_frame")[0]] for case, _, _ in pairs}, ACDC_GROUPS)
+        if len(body_sizes) == len(patients):
+            write_body_sizes(out / BODY_SIZES_FILE, body_sizes)
     return Path(raw_root) / name
 
 
