@@ -293,6 +293,11 @@ def _classify(args: argparse.Namespace) -> int:
         raise InputError(f"-o {args.o}: give the CSV file to write (e.g. predictions.csv)")
     if args.features == "shape":
         return _classify_from_segmentations(args)
+    given = [o for o, v in (("--segmentations", args.segmentations), ("--segment-with", getattr(args, "segment_with",
+             None)), ("--body-sizes", getattr(args, "body_sizes", None))) if v]
+    if given:
+        raise InputError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to classification from "
+                         f"segmentations: add --features shape")
     import torch
 
     if args.action == "predict" and not args.i:

@@ -2,9 +2,9 @@
 (shape_features.py) from a label map per case, and a scikit-learn classifier chosen per fold (tabular.py).
 
 Model folder: ``nnUNet_results/DatasetXXX/ShapeClassifier__SOURCE`` with the dataset's ``classes.json`` and
-``shape_classifier.json`` (labels, frames per sample, whether height and weight are used) and per fold ``model.joblib``, ``features.json`` (the features,
-the model chosen and what it relied on) and ``validation.csv`` (like the HiFuse classifier's folds, so ``classify
-evaluate`` reports both the same way).
+``shape_classifier.json`` (labels, frames per sample, whether height and weight are used), and per fold
+``model.joblib``, ``features.json`` (the features, the model chosen and what it relied on) and ``validation.csv``
+(like the HiFuse classifier's folds, so ``classify evaluate`` reports both the same way).
 
 Every fold's classifier learns from the reference label maps (``labelsTr``) of its training patients. Its held-out
 patients are classified from the label maps of SOURCE: the references (``labelsTr``: the upper bound), a folder of
