@@ -49,13 +49,14 @@ class ClassifierBudget:
     batch_size: int
     learning_rate: float
     features: tuple  # channels of the four stages
+    layout: Optional[str] = None  # None: our slim network; "T", "S", "B": the paper's HiFuse-T/S/B (its widths)
 
 
 # small: ACDC's 100 patients (2d) in under 30 min on 2 CPU cores; paper: the HiFuse repository's train.py (100 epochs,
-# batch 32, AdamW lr 1e-4, weight decay 1e-2, one warm-up epoch, cosine), at its HiFuse-Tiny widths
+# batch 32, AdamW lr 1e-4, weight decay 1e-2, one warm-up epoch, cosine) on its HiFuse-Tiny network
 CLASSIFIER_BUDGETS: Dict[str, ClassifierBudget] = {
     "check": ClassifierBudget(2, 2, 4, 1e-3, (16, 32, 64, 64)),
     "small": ClassifierBudget(20, 25, 16, 1e-3, (32, 64, 128, 256)),
     "medium": ClassifierBudget(60, 25, 16, 1e-3, (32, 64, 128, 256)),
-    "paper": ClassifierBudget(100, None, 32, 1e-4, (96, 192, 384, 768)),
+    "paper": ClassifierBudget(100, None, 32, 1e-4, (96, 192, 384, 768), "T"),
 }

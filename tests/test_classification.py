@@ -153,6 +153,56 @@ def test_classifier_head_on_sides_not_divisible_by_the_strides(dim, size, stride
         model(torch.zeros(1, 2, *size[:-1]))
 
 
+def _repository_parameters(depths, n_classes):
+    """Parameters of the HiFuse repository's main_model (HiFuse_Tiny/Small/Base), counted from its layer definitions:
+    ConvNeXt branch (4×4 stem, LayerNorm + 2×2 downsampling, blocks of dw 7 + LN + MLP ×4 + layer scale), Swin branch
+    (4×4 patch embedding, patch merging, blocks of 2 LN + qkv + proj + relative bias (13² × heads) + MLP ×4), an HFF
+    block per stage, two LayerNorm + linear heads."""
+    widths, heads = [96, 192, 384, 768], [3, 6, 12, 24]
+    total = 2 * (3 * 96 * 16 + 96 + 2 * 96) + 2 * (2 * 768 + 768 * n_classes + n_classes)
+    for i, (c, k) in enumerate(zip(widths, depths)):
+        total += k * (8 * c * c + 58 * c) + k * (12 * c * c + 13 * c + 169 * heads[i])
+        if i:
+            total += 2 * widths[i - 1] + 4 * widths[i - 1] * c + c + 2 * c * c + 4 * c
+        total += int(54.875 * c * c) + 26 * c + 100  # HFF: 1×1 and 3×3 mixing convs, SE, spatial 7×7, residual
+    return total
+
+
+def test_paper_layouts_are_hifuse_t_s_b():
+    """The paper's HiFuse-T/S/B: local, global and HFF blocks at all four stages with its depths and ×4 MLPs, within
+    6 % of the repository's parameter count (ours downsamples with 3-wide convs, as nnU-Net's plans; the repository
+    with a 4 × 4 patch embedding and 2 × 2 patch merging), and its stage shapes on a 224 × 224 image."""
+    from nnunet_fuse.budgets import CLASSIFIER_BUDGETS
+    from nnunet_fuse.classification.training import build_network, network_settings
+    from nnunet_fuse.hifuse.blocks import GlobalBlock, LocalBlock
+    from nnunet_fuse.hifuse.classifier import PAPER_DEPTHS, paper_layout
+
+    for size, depths in PAPER_DEPTHS.items():
+        model = HiFuseClassifier(3, 1000, strides=(4, 2, 2, 2), window_size=7, **paper_layout(size))
+        encoder = model.encoder
+        assert [len(b) for b in encoder.local_blocks] == list(depths)
+        assert [len(encoder.global_blocks[str(s)]) for s in range(4)] == list(depths) and len(encoder.hff) == 4
+        assert encoder.local_blocks[0][0].depthwise.kernel_size == (7, 7)
+        assert encoder.local_blocks[0][0].expand.out_channels == 4 * 96
+        assert encoder.global_blocks["3"][0].mlp[0].out_channels == 4 * 768
+        assert encoder.global_blocks["3"][0].attention.heads == 24
+        ratio = sum(p.numel() for p in model.parameters()) / _repository_parameters(depths, 1000)
+        assert 1.0 <= ratio <= 1.06, (size, ratio)
+    model = HiFuseClassifier(3, 1000, strides=(4, 2, 2, 2), window_size=7, **paper_layout("T")).eval()
+    model.encoder.return_skips = True
+    with torch.no_grad():
+        skips = model.encoder(torch.zeros(1, 3, 224, 224))
+        model.encoder.return_skips = False
+        assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 1000)
+    assert [tuple(s.shape[1:]) for s in skips] == [(96, 56, 56), (192, 28, 28), (384, 14, 14), (768, 7, 7)]
+    # the classify budget `paper` builds HiFuse-T on an nnU-Net 2d plan
+    configuration = {"patch_size": [256, 224], "architecture": {"arch_kwargs": {"strides": [[1, 1]] + [[2, 2]] * 5}}}
+    network = build_network(network_settings(configuration, 2, 5, CLASSIFIER_BUDGETS["paper"]))
+    assert [len(b) for b in network.encoder.local_blocks] == [2, 2, 2, 2] and len(network.encoder.hff) == 4
+    assert isinstance(network.encoder.local_blocks[3][1], LocalBlock)
+    assert isinstance(network.encoder.global_blocks["0"][1], GlobalBlock)
+
+
 def test_strides_from_nnunet_plans():
     assert classifier_strides([[1, 1], [2, 2], [2, 2], [2, 2], [2, 2], [2, 2]]) == [[4, 4], [2, 2], [2, 2], [2, 2]]
     assert classifier_strides([[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2]]) == [[1, 4, 4], [2, 2, 2], [1, 1, 1],

@@ -58,10 +58,17 @@ def classifier_strides(plan_strides: Sequence[Sequence[int]], n_stages: int = 4)
 
 
 def network_settings(configuration: dict, input_channels: int, n_classes: int, budget: ClassifierBudget) -> dict:
-    """HiFuseClassifier's arguments for an nnU-Net configuration dict (its patch size and strides)."""
-    return {"input_channels": input_channels, "num_classes": n_classes, "features_per_stage": list(budget.features),
-            "strides": classifier_strides(configuration["architecture"]["arch_kwargs"]["strides"]),
-            "dim": len(configuration["patch_size"]), "dropout": 0.2}
+    """HiFuseClassifier's arguments for an nnU-Net configuration dict (its patch size and strides), in the budget's
+    layout (ours, or the paper's: hifuse.classifier.paper_layout)."""
+    from nnunet_fuse.hifuse.classifier import paper_layout
+
+    settings = {"input_channels": input_channels, "num_classes": n_classes,
+                "features_per_stage": list(budget.features),
+                "strides": classifier_strides(configuration["architecture"]["arch_kwargs"]["strides"]),
+                "dim": len(configuration["patch_size"]), "dropout": 0.2}
+    if budget.layout:
+        settings.update(paper_layout(budget.layout))
+    return settings
 
 
 def build_network(settings: dict) -> torch.nn.Module:

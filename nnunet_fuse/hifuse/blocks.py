@@ -1,7 +1,8 @@
 """HiFuse blocks, dimension-agnostic through ``conv_op`` (nn.Conv2d / nn.Conv3d), normalised with nnU-Net's
 ``norm_op``. All map (B, C, *S) → (B, C_out, *S).
 
-- LocalBlock: depthwise 3 → norm → 1×1 → GELU, residual (the local CNN branch).
+- LocalBlock: depthwise → norm → 1×1 → GELU, residual (the local CNN branch; with an MLP ratio the paper's
+  ConvNeXt block).
 - GlobalBlock: (shifted-)window multi-head self-attention with a relative position bias (through
   ``scaled_dot_product_attention``), then a 1×1 MLP; both residual (the global branch).
 - HFFBlock: fuses the local and global features of one stage with the previous stage's fused map (DESIGN.md §4).
@@ -38,15 +39,28 @@ def _norm(norm_op: Optional[Type[nn.Module]], channels: int, norm_op_kwargs: Opt
 
 
 class LocalBlock(nn.Module):
+    """Residual local block. ``mlp_ratio`` 0 (ours, slim): x + GELU(1×1(norm(depthwise k(x)))); ``mlp_ratio`` r
+    (the paper's ConvNeXt block): x + γ · 1×1(GELU(1×1 to r·C(norm(depthwise k(x))))), γ a per-channel layer scale
+    starting at 1e-6."""
+
     def __init__(self, conv_op: Type[nn.Module], channels: int, norm_op: Optional[Type[nn.Module]] = None,
-                 norm_op_kwargs: Optional[dict] = None):
+                 norm_op_kwargs: Optional[dict] = None, kernel_size: int = 3, mlp_ratio: int = 0):
         super().__init__()
-        self.depthwise = conv_op(channels, channels, 3, padding=1, groups=channels)
+        self.depthwise = conv_op(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
         self.norm = _norm(norm_op, channels, norm_op_kwargs)
-        self.pointwise = conv_op(channels, channels, 1)
+        if mlp_ratio:
+            self.expand = conv_op(channels, mlp_ratio * channels, 1)
+            self.project = conv_op(mlp_ratio * channels, channels, 1)
+            self.scale = nn.Parameter(torch.full((channels,), 1e-6))
+        else:
+            self.pointwise = conv_op(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + F.gelu(self.pointwise(self.norm(self.depthwise(x))))
+        y = self.norm(self.depthwise(x))
+        if hasattr(self, "pointwise"):
+            return x + F.gelu(self.pointwise(y))
+        scale = self.scale.reshape(1, -1, *([1] * (x.dim() - 2)))
+        return x + scale * self.project(F.gelu(self.expand(y)))
 
 
 class WindowAttention(nn.Module):

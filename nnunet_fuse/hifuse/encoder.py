@@ -3,14 +3,17 @@ exposes what nnU-Net's decoders read (``output_channels``, ``strides``, ``kernel
 dropout / nonlinearity settings, ``return_skips``), so it plugs under nnU-Net's UNetDecoder and the FuseUNet decoder.
 
 Stage s: each branch downsamples its own previous output (conv with the plan's kernel and stride → norm → nonlin)
-and runs its blocks (``n_conv_per_stage[s]`` LocalBlocks; at global stages two GlobalBlocks, the second with shifted
-windows). At a global stage the skip is HFF(local, global, previous skip); elsewhere it is the local output. The
-global branch starts from the local branch's output of the stage before its first stage. (B, C_in, *S) → list of
-skips (B, features[s], *S / cumulative stride) (or the last one when ``return_skips`` is False).
+and runs its blocks (``n_conv_per_stage[s]`` LocalBlocks; at global stages ``global_blocks_per_stage[s]`` (2)
+GlobalBlocks, every second with shifted windows). At a global stage the skip is HFF(local, global, previous skip);
+elsewhere it is the local output. The global branch starts from the local branch's output of the stage before its
+first stage. (B, C_in, *S) → list of skips (B, features[s], *S / cumulative stride) (or the last one when
+``return_skips`` is False).
 
 Widths are nnU-Net's (up to 320 in 3D, 512 in 2D), so the paper's expansions are slimmed: the global blocks' MLP
-expands ×``mlp_ratio`` (2; the paper 4) and the HFF blocks' IRMLP ×``irmlp_ratio`` (1; the paper 4) — at the paper's
-ratios HiFuse on ACDC's 2d plan had 69 M parameters (nnU-Net's network: 21 M).
+expands ×``mlp_ratio`` (2; the paper 4), the HFF blocks' IRMLP ×``irmlp_ratio`` (1; the paper 4) and the local
+blocks are depthwise 3 + 1×1 (``local_kernel_size`` 7 and ``local_mlp_ratio`` 4: the paper's ConvNeXt blocks) — at
+the paper's ratios HiFuse on ACDC's 2d plan had 69 M parameters (nnU-Net's network: 21 M). The classifier's
+``paper`` layout (hifuse/classifier.py) sets them all as published.
 
 With ``activation_checkpointing`` (the plans' default) each stage's local blocks, global blocks and HFF block keep only
 their inputs during a training forward and run again in the backward (torch.utils.checkpoint): about one more forward
@@ -52,6 +55,7 @@ class HiFuseEncoder(nn.Module):
                  nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
                  return_skips: bool = True, global_stages: Optional[Sequence[int]] = None,
                  window_size: IntOrSeq = None, head_channels: int = 32, mlp_ratio: int = 2, irmlp_ratio: int = 1,
+                 global_blocks_per_stage: IntOrSeq = 2, local_kernel_size: int = 3, local_mlp_ratio: int = 0,
                  activation_checkpointing: bool = False):
         super().__init__()
         if n_stages < 2:
@@ -61,6 +65,7 @@ class HiFuseEncoder(nn.Module):
         self.kernel_sizes = [_per_axis(k, dim) for k in _per_stage(kernel_sizes, n_stages, "kernel_sizes")]
         self.strides = [_per_axis(s, dim) for s in _per_stage(strides, n_stages, "strides")]
         n_blocks = _per_stage(n_conv_per_stage, n_stages, "n_conv_per_stage")
+        n_global_blocks = _per_stage(global_blocks_per_stage, n_stages, "global_blocks_per_stage")
         for name, values in (("kernel_sizes", self.kernel_sizes), ("strides", self.strides)):
             if any(len(v) != dim for v in values):
                 raise ValueError(f"{name} must have {dim} entries per stage for {conv_op.__name__}")
@@ -91,15 +96,16 @@ class HiFuseEncoder(nn.Module):
         for s, c in enumerate(self.output_channels):
             c_prev = input_channels if s == 0 else self.output_channels[s - 1]
             self.local_down.append(down(c_prev, s))
-            self.local_blocks.append(nn.Sequential(*(LocalBlock(conv_op, c, norm_op, norm_op_kwargs)
+            self.local_blocks.append(nn.Sequential(*(LocalBlock(conv_op, c, norm_op, norm_op_kwargs,
+                                                                local_kernel_size, local_mlp_ratio)
                                                      for _ in range(n_blocks[s]))))
             if s in self.global_stages:
                 key = str(s)
                 self.global_down[key] = down(c_prev, s)
                 heads = max(1, c // head_channels)
-                self.global_blocks[key] = nn.Sequential(*(GlobalBlock(conv_op, c, heads, window, shift, norm_op,
-                                                                      norm_op_kwargs, mlp_ratio)
-                                                          for shift in (False, True)))
+                self.global_blocks[key] = nn.Sequential(*(GlobalBlock(conv_op, c, heads, window, i % 2 == 1,
+                                                                      norm_op, norm_op_kwargs, mlp_ratio)
+                                                          for i in range(n_global_blocks[s])))
                 self.hff[key] = HFFBlock(conv_op, c, c, c, c_previous=c_prev if s > 0 else None,
                                          stride=self.strides[s], norm_op=norm_op, norm_op_kwargs=norm_op_kwargs,
                                          irmlp_ratio=irmlp_ratio)
