@@ -6,8 +6,9 @@
 # 2. predicted label maps (the honest number): a segmentation model per fold on the same splits_final.json —
 #    FuseUNet with deep supervision on a CPU-sized 2d plan (nnU-Net's spacing and preprocessing, batch 6, patch
 #    128 x 128 instead of 56 x 256 x 224: nnU-Net's plan takes > 12 min per 50 iterations on 2 CPU cores), 2000
-#    iterations (budget long) — and each fold's classifier classifies its held-out patients from that fold's
-#    validation/ predictions (cases its segmentation model never trained on).
+#    iterations (budget long), its held-out cases predicted by its final model without test-time mirroring into
+#    fold_k/validation/ — and each fold's classifier classifies its held-out patients from those predictions (cases
+#    its segmentation model never trained on).
 # Reports: benchmarks/classification/acdc_shape_references/ and acdc_shape_predicted/.
 set -euo pipefail
 source "$(dirname "$0")/workdir_env.sh" "$1"
@@ -30,12 +31,31 @@ target = folder / "nnUNetFuseUNetPlans_cpu.json"
 if not target.is_file():
     target.write_text(json.dumps(plans, indent=1))
 EOF
-segmenter=$nnUNet_results/Dataset027_ACDC/nnUNetTrainerFuseUNetDS_long__nnUNetFuseUNetPlans_cpu__2d
+T=nnUNetTrainerFuseUNetDS_long P=nnUNetFuseUNetPlans_cpu
+segmenter=$nnUNet_results/Dataset027_ACDC/${T}__${P}__2d
 for fold in 0 1 2 3 4; do
-  [ -f "$segmenter/fold_$fold/validation/summary.json" ] && continue
-  resume=(); [ -f "$segmenter/fold_$fold/checkpoint_latest.pth" ] && resume=(--c)
-  /usr/bin/time -f "segmentation fold $fold: %e s wall, %M KB peak resident" \
-    nnUNetv2_train 27 2d $fold -tr nnUNetTrainerFuseUNetDS_long -p nnUNetFuseUNetPlans_cpu -device cpu "${resume[@]}"
+  d=$segmenter/fold_$fold
+  [ -f "$d/validation/summary.json" ] && continue
+  if [ ! -f "$d/checkpoint_final.pth" ]; then
+    # nnU-Net's own end-of-training validation mirrors at test time (about 15 min per fold on 2 cores): it is stopped
+    # once the final checkpoint is written, and the held-out cases are predicted below without test-time mirroring
+    resume=(); [ -f "$d/checkpoint_latest.pth" ] && resume=(--c)
+    setsid nnUNetv2_train 27 2d $fold -tr $T -p $P -device cpu "${resume[@]}" &
+    pid=$!
+    while kill -0 $pid 2>/dev/null; do
+      if [ -f "$d/checkpoint_final.pth" ]; then sleep 5; kill -- -$pid; break; fi
+      sleep 10
+    done
+    wait $pid || true
+  fi
+  held_out=$(mktemp -d)
+  for case in $(python -c "import json, sys; print(' '.join(json.load(open(sys.argv[1]))[$fold]['val']))" "$data/splits_final.json"); do
+    ln -s "$nnUNet_raw/Dataset027_ACDC/imagesTr/${case}_0000.nii.gz" "$held_out/"
+  done
+  rm -rf "$d/validation"
+  nnUNetv2_predict -i "$held_out" -o "$d/validation" -d 27 -c 2d -tr $T -p $P -f $fold --disable_tta -device cpu -npp 1 -nps 1
+  nnUNetv2_evaluate_folder "$data/gt_segmentations" "$d/validation" -djfile "$segmenter/dataset.json" -pfile "$segmenter/plans.json" -np 1 --chill
+  rm -rf "$held_out"
 done
 out=$here/benchmarks/classification
 rm -rf "$nnUNet_results/Dataset027_ACDC/ShapeClassifier__labelsTr" "$nnUNet_results/Dataset027_ACDC/ShapeClassifier__${segmenter##*/}"

@@ -39,3 +39,15 @@ def test_patient_features_across_frames():
     assert body_surface_area(180, 80) == pytest.approx(2.0) == features["body_surface_area_m2"]
     assert features["LVC_largest_volume_ml_per_m2"] == pytest.approx(60.0)
     assert features["frame1_LVC_volume_ml"] == 48.0
+
+
+def test_stray_fragments_of_a_label_are_not_measured():
+    """A predicted segmentation's stray voxels far from the structure change neither its volume nor its extent."""
+    label_map = np.zeros((14, 40, 40), np.uint8)
+    label_map[2:12, 2:12, 2:12] = 3
+    alone = label_measurements(label_map, (2.0, 1.0, 1.0), LABELS)
+    label_map[7, 35, 35] = 3
+    label_map[1, 30:32, 20] = 3
+    with_fragments = label_measurements(label_map, (2.0, 1.0, 1.0), LABELS)
+    assert with_fragments == alone
+    assert alone["LVC_extent1_mm"] == 10.0

@@ -111,7 +111,7 @@ def evaluate_cross_validation(model_folder: Path, output_folder: Optional[Path] 
     chance = 1 / len(classes)
     report = (f"# Cross-validation of {model_folder.name} ({model_folder.parent.name})\n\n"
               f"{len(folds)} fold(s), {pooled['n']} held-out samples; chance accuracy {chance:.2f} "
-              f"(balanced). Each fold's final network on its held-out samples; {SPREAD_NOTE}; macro-F1 over the "
+              f"(balanced). Each fold's final model on its held-out samples; {SPREAD_NOTE}; macro-F1 over the "
               f"classes a fold has in its references or its predictions (scikit-learn's f1_score).\n\n"
               f"{format_table(fold_table)}\n\n"
               f"## Per class (all folds pooled: accuracy {pooled['accuracy']:.3f}, balanced "

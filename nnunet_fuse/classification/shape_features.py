@@ -1,6 +1,7 @@
 """Measurements of label maps, the features a diagnosis from segmentations is made of.
 
-Per case and label (``label_measurements``): volume (ml), surface (cm²), extent along each axis (mm), and thickness
+Per case and label (``label_measurements``, on the label's largest connected part: a predicted segmentation's stray
+fragments are not the structure): volume (ml), surface (cm²), extent along each axis (mm), and thickness
 (mm: twice the mean and the maximum of the distance to the label's border, in-plane where the slices are much
 thicker than the pixels, as in short-axis cine MRI). Per sample of several frames (``sample_features``: a patient's
 ED and ES in ACDC): each label's measurements per frame, the relative change of its volume from the largest to the
@@ -40,6 +41,19 @@ def _thickness(mask: np.ndarray, spacing: Sequence[float]) -> tuple:
     return 2 * float(distances.mean()), 2 * float(distances.max())
 
 
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected part of a mask (neighbours across faces, edges and corners): a segmentation's stray
+    fragments would otherwise set the extents and add to the volume."""
+    from scipy.ndimage import label
+
+    parts, count = label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    if count <= 1:
+        return mask
+    sizes = np.bincount(parts.ravel())
+    sizes[0] = 0
+    return parts == int(np.argmax(sizes))
+
+
 def _surface_mm2(mask: np.ndarray, spacing: Sequence[float]) -> float:
     """Area of the faces between the label's voxels and the others (mm²)."""
     padded = np.pad(mask, 1)
@@ -60,7 +74,7 @@ def label_measurements(label_map: np.ndarray, spacing: Sequence[float], labels: 
     for name, value in labels.items():
         if int(value) == 0:
             continue
-        mask = label_map == int(value)
+        mask = _largest_component(label_map == int(value))
         features[f"{name}_volume_ml"] = float(mask.sum()) * voxel_ml
         features[f"{name}_surface_cm2"] = _surface_mm2(mask, spacing) / 100
         if mask.any():
