@@ -143,7 +143,8 @@ def convert_acdc(training_folder: PathLike, raw_root: PathLike, dataset_id: int 
     """ACDC challenge layout (patientNNN/patientNNN_frameYY.nii.gz + _gt) → DatasetXXX_ACDC, one case per labelled
     frame (ED and ES), with a ``splits_final.json`` that keeps both frames of a patient in one fold (nnU-Net's planner
     copies it into the preprocessed folder, where nnU-Net's trainer reads its folds; without it nnU-Net's random
-    5-fold split over frames puts one patient on both sides of a fold). Replaces nnunetv2 2.8.1's
+    5-fold split over frames puts one patient on both sides of a fold), classes.json (Info.cfg's Group) and
+    body_sizes.json (its Height and Weight, where every patient has them). Replaces nnunetv2 2.8.1's
     Dataset027_ACDC.convert_acdc, which fails on the nnUNet_raw path object and requires a testing/ folder."""
     src = Path(training_folder)
     name = f"Dataset{dataset_id:03d}_ACDC"
