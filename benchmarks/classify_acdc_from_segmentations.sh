@@ -39,12 +39,13 @@ for fold in 0 1 2 3 4; do
   [ -f "$d/validation/summary.json" ] && continue
   if [ ! -f "$d/checkpoint_final.pth" ]; then
     # nnU-Net's own end-of-training validation mirrors at test time (about 15 min per fold on 2 cores): it is stopped
-    # once the final checkpoint is written, and the held-out cases are predicted below without test-time mirroring
+    # once the final checkpoint is written (SIGKILL: our trainers take SIGTERM as a preemption, which stops training
+    # between epochs, not this validation), and the held-out cases are predicted below without test-time mirroring
     resume=(); [ -f "$d/checkpoint_latest.pth" ] && resume=(--c)
     setsid nnUNetv2_train 27 2d $fold -tr $T -p $P -device cpu "${resume[@]}" &
     pid=$!
     while kill -0 $pid 2>/dev/null; do
-      if [ -f "$d/checkpoint_final.pth" ]; then sleep 5; kill -- -$pid; break; fi
+      if [ -f "$d/checkpoint_final.pth" ]; then sleep 3; kill -KILL -- -$pid; break; fi
       sleep 10
     done
     wait $pid || true
