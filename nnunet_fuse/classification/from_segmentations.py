@@ -60,6 +60,12 @@ def check_same_grid(label_map: Path, image: Path) -> None:
                              f"writes them)")
 
 
+def check_grids(files: Mapping[str, Path], images: Path, file_ending: str) -> None:
+    """check_same_grid of every case's label map against its scan images/CASE_0000<file_ending>."""
+    for case, path in files.items():
+        check_same_grid(path, images / f"{case}_0000{file_ending}")
+
+
 def case_measurements(path: Path, labels: Mapping[str, int]) -> Dict[str, float]:
     """label_measurements of one label map file; InputError for label values the dataset does not have."""
     import SimpleITK as sitk
@@ -170,9 +176,9 @@ def train_shape_classifier(raw_dataset: Path, splits_folder: Path, model_folder:
     references = label_map_files(cases, raw_dataset / REFERENCES, ending)
     results = {}
     for fold in folds:
-        train_cases, val_cases = fold_split(splits_folder, cases, fold, log)
-        train = [samples[p] for p in sorted({s.id for s in samples.values() if s.cases[0] in set(train_cases)})]
-        held_out = [samples[p] for p in sorted({s.id for s in samples.values() if s.cases[0] in set(val_cases)})]
+        train_cases, val_cases = map(set, fold_split(splits_folder, cases, fold, log))
+        train = sorted((s for s in samples.values() if s.cases[0] in train_cases), key=lambda s: s.id)
+        held_out = sorted((s for s in samples.values() if s.cases[0] in val_cases), key=lambda s: s.id)
         log(f"fold {fold}: {len(train)} training samples (reference label maps), {len(held_out)} held out")
         names, train_x = feature_table(train, references, labels, body)
         train_y = [case_class[s.cases[0]] for s in train]
@@ -190,8 +196,7 @@ def train_shape_classifier(raw_dataset: Path, splits_folder: Path, model_folder:
         folder = validation_folder(source, raw_dataset, fold)
         files = label_map_files([c for s in held_out for c in s.cases], folder, ending)
         if source is not None:
-            for case, path in files.items():
-                check_same_grid(path, raw_dataset / "imagesTr" / f"{case}_0000{ending}")
+            check_grids(files, raw_dataset / "imagesTr", ending)
         _, val_x = feature_table(held_out, files, labels, body)
         probabilities = _class_probabilities(model.pipeline, val_x, classes)
         true = [classes.index(case_class[s.cases[0]]) for s in held_out]
@@ -225,8 +230,7 @@ def predict_shape(model_folder: Path, segmentations: Path, output_csv: Path, fol
         raise InputError(f"no label map (*{ending}) in {segmentations}")
     files = label_map_files(cases, segmentations, ending)
     if images is not None:
-        for case, path in files.items():
-            check_same_grid(path, Path(images) / f"{case}_0000{ending}")
+        check_grids(files, Path(images), ending)
     samples = samples_of_frames(cases, settings["frames_per_sample"], segmentations)
     body = None
     if settings["body_sizes"]:
