@@ -17,11 +17,25 @@ def test_parse_methods():
     assert parse_methods("nnunet, FuseUNet") == ["nnunet", "fuseunet"]
     assert parse_methods("nnunet,fuse4seg,hifuse") == ["nnunet", "fuse4seg", "hifuse"]
     assert parse_methods("nnunet,fuseunet-ds") == ["nnunet", "fuseunet-ds"]
+    assert parse_methods("hifuse,hifuse-fuseunet") == ["hifuse", "hifuse-fuseunet"]
     with pytest.raises(ReproduceError, match="unknown method 'unet'.*available: nnunet, fuseunet, fuseunet-ds, "
-                                             "fuse4seg, hifuse"):
+                                             "fuse4seg, hifuse, hifuse-fuseunet"):
         parse_methods("unet")
     with pytest.raises(ReproduceError, match="twice"):
         parse_methods("nnunet,nnunet")
+
+
+def test_every_method_trains_on_the_plans_it_writes():
+    """Each method's budget trainer accepts the plans variant its overlay writes (nnU-Net's network: no overlay)."""
+    from nnunet_fuse.reproduce.runs import METHODS
+    from nnunet_fuse.training.budget import BUDGET_TRAINERS
+    from nnunet_fuse.training.plans_check import MethodPlansTrainer
+    for key, method in METHODS.items():
+        trainer = BUDGET_TRAINERS[f"{method.trainer_prefix}_small"]
+        if method.overlay is None:
+            assert not issubclass(trainer, MethodPlansTrainer), key
+        else:
+            assert method.overlay in trainer.plans_methods, key
 
 
 def test_missing_path_variables_are_named():

@@ -39,6 +39,7 @@ METHODS: Dict[str, Method] = {
     "fuseunet-ds": Method("FuseUNet + deep supervision", "fuseunet", "nnUNetTrainerFuseUNetDS"),
     "fuse4seg": Method("Fuse4Seg", "fuse4seg", "nnUNetTrainerFuse4Seg"),
     "hifuse": Method("HiFuse", "hifuse", "nnUNetTrainerHiFuse"),
+    "hifuse-fuseunet": Method("HiFuse + FuseUNet decoder", "hifuse-fuseunet", "nnUNetTrainerHiFuse"),
 }
 
 
