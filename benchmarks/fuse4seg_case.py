@@ -5,13 +5,15 @@ simplest alternatives to a learned fusion (the average and the maximum of the re
         --fused fused/CASE.nii.gz --segmentation validation/CASE.nii.gz --reference labelsTr/CASE.nii.gz \
         --dataset-json dataset.json -o OUT
 
-The fused image is what ``nnunet-fuse export-fused`` wrote (in [0, 1]); each modality is put in [0, 1] by the
-fusion network's own rescaling without dataset ranges (0.5–99.5 percentiles over the volume). Writes OUT/CASE.png
-(the axial slice with the largest reference tumour, cropped to the brain: modalities, average and max fusion, the
-fused image, the fused image with the predicted regions' contours (solid) and the reference's (dashed)) and
-OUT/CASE_metrics.{json,md}: entropy, spatial frequency, mutual information and SSIM with each modality, on that slice
-(2D, the usual image-fusion setting) and on the brain's bounding box (3D), for Fuse4Seg and both baselines; Dice per
-region of the case. Without --fused and --segmentation: the baselines only (slice chosen by --reference).
+The fused image is what ``nnunet-fuse export-fused`` wrote (in [0, 1]); each modality is put in [0, 1] by the fusion
+network's own rescaling without dataset ranges (0.5–99.5 percentiles over the volume). Writes OUT/CASE.png (the axial
+slice with the largest reference tumour, cropped to the brain: modalities, average and max fusion, the fused image, the
+fused image with the predicted regions' contours (solid) and the reference's (dashed)) and OUT/CASE_metrics.{json,md}:
+entropy, spatial frequency, mutual information and SSIM with each modality, on that slice (2D, the usual image-fusion
+setting) and on the brain's bounding box (3D), for Fuse4Seg and both baselines; with --reference each region's contrast
+against the tissue around it (imagefusion.metrics.region_contrast) in every modality and fusion, and the share of the
+best modality's that each fusion keeps; Dice per region of the case. Without --fused and --segmentation: the baselines
+only (slice chosen by --reference).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from nnunet_fuse.imagefusion.metrics import fusion_metrics
+from nnunet_fuse.imagefusion.metrics import contrast_table, fusion_metrics, kept_contrast, label_regions
 from nnunet_fuse.imagefusion.network import RobustRescale
 from nnunet_fuse.reporting import format_table
 
@@ -33,13 +35,7 @@ def read(path: Path) -> np.ndarray:
 
 
 def regions_of(labels: np.ndarray, dataset_json: dict) -> dict:
-    """name → boolean mask for each foreground label or region of dataset.json."""
-    masks = {}
-    for name, value in dataset_json["labels"].items():
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if name != "background" and values != [0]:
-            masks[name] = np.isin(labels, values)
-    return masks
+    return label_regions(labels, dataset_json["labels"])
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -90,8 +86,13 @@ def main() -> None:
     predicted = regions_of(segmentation, dataset_json) if segmentation is not None else {}
     dice_per_region = ({n: dice(predicted[n], m) for n, m in regions_of(reference, dataset_json).items()}
                        if reference is not None and predicted else {})
+    contrasts = {}
+    if reference is not None:  # each region against the tissue around it, in the brain, 3D
+        images = {**dict(zip(args.names, sources)), **fusions}
+        contrasts = contrast_table(images, regions_of(reference, dataset_json), within=np.abs(raw).sum(0) > 0)
     report = {"case": case, "slice_z": z, "brain_box": [[int(s.start), int(s.stop)] for s in box],
-              "slice_2d": slice_metrics, "brain_box_3d": volume_metrics, "dice": dice_per_region}
+              "slice_2d": slice_metrics, "brain_box_3d": volume_metrics, "dice": dice_per_region,
+              "region_contrast": contrasts}
     (out / f"{case}_metrics.json").write_text(json.dumps(report, indent=2))
     rows = [["metric", *[f"{name}, slice z={z} (2D)" for name in fusions],
              *[f"{name}, brain box (3D)" for name in fusions]]]
@@ -100,6 +101,12 @@ def main() -> None:
     text = (f"# {case}: fused images ({', '.join(fusions)}) vs the modalities\n\n{format_table(rows)}\n\n"
             f"MI in bits (64-bin joint histogram), entropy in bits (256 bins), modalities rescaled to [0, 1] by "
             f"percentiles; average and max: of the rescaled modalities.\n")
+    if contrasts:
+        rows = [["region", *args.names, *fusions, *[f"{name} keeps" for name in fusions]]]
+        rows += [[region, *[f"{c[n]:.2f}" for n in [*args.names, *fusions]],
+                  *[f"{kept_contrast(c, n, args.names):.2f}" for n in fusions]] for region, c in contrasts.items()]
+        text += (f"\n## Region contrast (3D, reference regions)\n\n{format_table(rows)}\n\n|mean inside − mean of the "
+                 f"surrounding tissue (within 5 voxels, in the brain)| / its sd; \"keeps\": / the best modality's.\n")
     if dice_per_region:
         text += "\nDice of the predicted regions: " + ", ".join(f"{n} {d:.3f}" for n, d in dice_per_region.items())
     (out / f"{case}_metrics.md").write_text(text + "\n")

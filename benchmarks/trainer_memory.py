@@ -1,12 +1,12 @@
 """What each trainer's real training step holds per sample, against the estimate `nnunet-fuse plan` budgets with.
 
-For every method the trainer that reads its plans (nnU-Net's for nnUNetPlans; FuseUNet and FuseUNet-DS; Fuse4Seg in
-its pre-training and bi-level phases; HiFuse) is built on CPU from the real reference plans at a CPU-sized patch and
-runs ``train_step`` at batch 1 and 2; the peak bytes allocated during the step (torch profiler's allocation events),
-batch 2 minus batch 1, is what one more sample costs (weights, gradients and optimiser state cancel). Budgeting is
-right when every method's measured cost relative to nnU-Net's is at most its estimate relative to nnU-Net's
-(``ratio`` ≤ 1 in the last column: an estimate that undercounts would overfill the GPU nnU-Net planned for; measured
-values are deterministic, tests/test_memory_budget.py allows 3 %).
+For every method the trainer that reads its plans (nnU-Net's for nnUNetPlans; FuseUNet and FuseUNet-DS; Fuse4Seg in its
+pre-training and bi-level phases, with the unrolled leader gradient and the average ablation; HiFuse) is built on CPU
+from the real reference plans at a CPU-sized patch and runs ``train_step`` at batch 1 and 2; the peak bytes allocated
+during the step (torch profiler's allocation events), batch 2 minus batch 1, is what one more sample costs (weights,
+gradients and optimiser state cancel). Budgeting is right when every method's measured cost relative to nnU-Net's is at
+most its estimate relative to nnU-Net's (``ratio`` ≤ 1 in the last column: an estimate that undercounts would overfill
+the GPU nnU-Net planned for; measured values are deterministic, tests/test_memory_budget.py allows 3 %).
 
     python benchmarks/trainer_memory.py [2d|3d]
 """
@@ -67,6 +67,8 @@ def trainers(dims: str) -> List[Tuple[str, object, dict]]:
             ("FuseUNet-DS", fuseunet.nnUNetTrainerFuseUNetDS, variant("fuseunet")),
             ("Fuse4Seg pre-training", fuse4seg.nnUNetTrainerFuse4Seg, variant("fuse4seg")),
             ("Fuse4Seg bi-level", fuse4seg.nnUNetTrainerFuse4Seg, variant("fuse4seg")),
+            ("Fuse4Seg unrolled", fuse4seg.nnUNetTrainerFuse4SegUnrolled, variant("fuse4seg")),
+            ("Fuse4Seg average", fuse4seg.nnUNetTrainerFuse4SegAverage, variant("fuse4seg")),
             ("HiFuse", hifuse.nnUNetTrainerHiFuse, variant("hifuse"))]
 
 

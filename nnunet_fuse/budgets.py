@@ -31,6 +31,8 @@ METHOD_INFIXES = {
     "FuseUNet": "FuseUNet, the paper's setting (no deep supervision)",
     "FuseUNetDS": "FuseUNet with nnU-Net's deep supervision",
     "Fuse4Seg": "Fuse4Seg's bi-level fusion + segmentation",
+    "Fuse4SegUnrolled": "Fuse4Seg with the unrolled (Stackelberg) leader gradient",
+    "Fuse4SegAverage": "the segmentation network of Fuse4Seg's plans fed the plain average of the modalities",
     "HiFuse": "HiFuse (and HiFuse + FuseUNet) with nnU-Net's training",
 }
 RECORD_FILE = "training_record.json"  # written by the budget trainers beside their checkpoints

@@ -152,7 +152,8 @@ def _export_fused(args: argparse.Namespace) -> int:
     from nnunet_fuse.fused_export import export_fused
 
     device = torch.device(_device(args.device))
-    written = export_fused(_model_folder(args), Path(args.i), Path(args.o), args.f, args.chk, device, args.step_size)
+    written = export_fused(_model_folder(args), Path(args.i), Path(args.o), args.f, args.chk, device, args.step_size,
+                           labels_folder=Path(args.labels) if args.labels else None)
     print(f"wrote {len(written)} fused image(s) to {args.o}")
     return 0
 
@@ -634,6 +635,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default checkpoint_final.pth)")
     exp.add_argument("-step_size", type=float, default=0.5,
                      help="tile step as a fraction of the patch size, as nnUNetv2_predict's (default 0.5)")
+    exp.add_argument("--labels", default=None, metavar="FOLDER",
+                     help="reference label maps of the cases (CASE.nii.gz, e.g. labelsTr): also report each labelled "
+                          "region's contrast in every modality, their average and max, and the fused image "
+                          "(OUT/contrast.md, contrast.json)")
     exp.add_argument("-device", choices=["cpu", "cuda", "mps"], default=None, help="default: cuda if available")
     exp.set_defaults(func=_export_fused)
 

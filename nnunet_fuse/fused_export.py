@@ -7,10 +7,16 @@ holds a voxel's whole receptive field, so that the result does not depend on the
 resampled back to the original geometry the way nnU-Net exports predictions (linear resampling, cropping reverted,
 axes transposed back). The file has the size, spacing, origin and direction of the case's first channel, so it opens
 on top of the originals in any viewer.
+
+With reference label maps (``labels_folder``, e.g. labelsTr) it also reports, per case and labelled region (labels
+or regions of dataset.json), the region's contrast against the tissue around it (imagefusion.metrics.region_contrast)
+in every modality, in their average and maximum (rescaled by the fusion network) and in the fused image, on the
+preprocessed grid: ``contrast.json`` and ``contrast.md`` in the output folder.
 """
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
@@ -68,9 +74,11 @@ def sliding_window_fuse(fusion: Callable[[torch.Tensor], torch.Tensor], data: to
 
 def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fold: int,
                  checkpoint_name: str = "checkpoint_final.pth", device: torch.device = torch.device("cpu"),
-                 step: float = 0.5, log: Callable[[str], None] = print) -> List[Path]:
+                 step: float = 0.5, log: Callable[[str], None] = print,
+                 labels_folder: Optional[Path] = None) -> List[Path]:
     """Write output_folder/CASE<file_ending> (float32 in [0, 1]) for every case of input_folder; returns the paths.
-    ``step``: the tiles' step as a fraction of the patch (nnUNetv2_predict's -step_size)."""
+    ``step``: the tiles' step as a fraction of the patch (nnUNetv2_predict's -step_size); ``labels_folder``: the
+    cases' label maps (CASE<file_ending>), for the contrast report (module docstring)."""
     import SimpleITK as sitk
     from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -87,6 +95,15 @@ def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fo
                           f"(nnUNetv2_train ... -tr nnUNetTrainerFuse4Seg -p nnUNetFuse4SegPlans)")
     configuration = Path(model_folder).name.split("__")[-1]
     cases = check_prediction_inputs(model_folder, input_folder, configuration, [fold], checkpoint_name, output_folder)
+    label_files = {}
+    if labels_folder is not None:
+        file_ending = json.loads((Path(model_folder) / "dataset.json").read_text())["file_ending"]
+        label_files = {case: Path(labels_folder) / f"{case}{file_ending}" for case in cases}
+        missing = [f.name for f in label_files.values() if not f.is_file()]
+        if missing:
+            raise ExportError(f"--labels {labels_folder} has no label map for {len(missing)} case(s) "
+                              f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); give the folder "
+                              f"that holds CASE{file_ending} for every case of {input_folder}")
     predictor = nnUNetPredictor(device=device, verbose=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model_folder), (fold,), checkpoint_name)
     network = unwrapped(predictor.network)
@@ -97,14 +114,19 @@ def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fo
     network.to(device).eval()
     plans_manager, cm, dataset_json = predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
     file_ending = dataset_json["file_ending"]
+    contrasts = {}
     Path(output_folder).mkdir(parents=True, exist_ok=True)
     preprocessor = cm.preprocessor_class(verbose=False)
     written = []
     for i, (case, files) in enumerate(cases.items(), 1):
         log(f"[{i}/{len(cases)}] fusing {case}")
-        data, _, properties = preprocessor.run_case([str(f) for f in files], None, plans_manager, cm, dataset_json)
+        label_file = str(label_files[case]) if case in label_files else None
+        data, seg, properties = preprocessor.run_case([str(f) for f in files], label_file, plans_manager, cm,
+                                                      dataset_json)
         fused = sliding_window_fuse(network.fusion, torch.from_numpy(data).to(device), cm.patch_size, step,
                                     network.fusion.downsample, network.fusion.receptive_radius())
+        if case in label_files:
+            contrasts[case] = case_contrasts(network.fusion, data, fused.cpu().numpy(), seg[0], dataset_json)
         spacing_transposed = [properties["spacing"][j] for j in plans_manager.transpose_forward]
         shape_before_resampling = properties["shape_after_cropping_and_before_resampling"]
         current_spacing = cm.spacing if len(cm.spacing) == len(shape_before_resampling) \
@@ -123,4 +145,49 @@ def export_fused(model_folder: Path, input_folder: Path, output_folder: Path, fo
         with replaced_atomically(target) as temporary:
             sitk.WriteImage(image, str(temporary), useCompression=True)
         written.append(target)
+    if contrasts:
+        write_contrast_report(contrasts, list(dataset_json["channel_names"].values()), Path(output_folder))
+        log(f"wrote {Path(output_folder) / 'contrast.md'}")
     return written
+
+
+def case_contrasts(fusion: torch.nn.Module, data: np.ndarray, fused: np.ndarray, labels: np.ndarray,
+                   dataset_json: dict) -> dict:
+    """region → image → contrast for one preprocessed case: data (N, *S) as nnU-Net normalised it, fused (*S),
+    labels (*S) (−1 outside the nonzero mask nnU-Net normalised within: left out of the surroundings)."""
+    from nnunet_fuse.imagefusion.metrics import contrast_table, label_regions
+
+    with torch.no_grad():
+        rescaled = fusion.rescale(torch.from_numpy(data)[None].float())[0].numpy()
+    images = {name: channel for name, channel in zip(dataset_json["channel_names"].values(), data)}
+    images.update({"average": rescaled.mean(0), "max": rescaled.max(0), "fused": fused})
+    return contrast_table(images, label_regions(labels, dataset_json["labels"]), within=labels >= 0)
+
+
+def write_contrast_report(contrasts: dict, modalities: Sequence[str], folder: Path) -> None:
+    """contrast.json (case → region → image → contrast) and contrast.md: per region the mean over cases of each
+    image's contrast and of the share the average, the max and the fused image keep of the best modality's."""
+    from nnunet_fuse.atomic_files import write_text_atomically
+    from nnunet_fuse.imagefusion.metrics import kept_contrast
+    from nnunet_fuse.reporting import format_table
+
+    write_text_atomically(folder / "contrast.json", json.dumps(contrasts, indent=2))
+    fusions = ["average", "max", "fused"]
+    regions = list(dict.fromkeys(r for case in contrasts.values() for r in case))
+    rows = [["region", "cases", *modalities, *fusions, *[f"{f} keeps" for f in fusions]]]
+
+    def mean(values: List[float]) -> float:
+        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+    for region in regions:
+        per_case = [case[region] for case in contrasts.values() if region in case]
+        rows.append([region, str(len(per_case)),
+                     *[f"{mean([c[n] for c in per_case]):.2f}" for n in [*modalities, *fusions]],
+                     *[f"{mean([kept_contrast(c, f, modalities) for c in per_case]):.2f}" for f in fusions]])
+    text = (f"# Contrast of each labelled region ({len(contrasts)} case(s))\n\n{format_table(rows)}\n\n"
+            f"Contrast: |mean inside − mean of the surrounding tissue| / sd of the surrounding tissue (the voxels "
+            f"within 5 voxels of the region, outside it, inside the nonzero mask), on nnU-Net's preprocessed grid; "
+            f"mean over cases. \"keeps\": the image's contrast / the contrast of the modality that shows the region "
+            f"best, per case, then averaged. Average and max: of the modalities rescaled to [0, 1] by the fusion "
+            f"network. Per case: contrast.json.\n")
+    write_text_atomically(folder / "contrast.md", text)

@@ -471,6 +471,11 @@ CASES: List[Case] = [
                                str(ws.root / "cases" / "export_step_out"), "-d", str(TINY_ID), "-c", CONFIGURATION,
                                "-tr", TRAINER, "-p", PLANS, "-device", "cpu", "-step_size", "0"),
          "the tile step must be in (0, 1]"),
+    Case("export-labels-missing", "export-fused", "--labels FOLDER without a label map for the cases",
+         lambda ws: ws.command("nnunet-fuse", "export-fused", "-i", str(ws.good_scans("export_labels")), "-o",
+                               str(ws.root / "cases" / "export_labels_out"), "-d", str(TINY_ID), "-c", CONFIGURATION,
+                               "-tr", TRAINER, "-p", PLANS, "-device", "cpu", "--labels", str(ws.root)),
+         "has no label map for 2 case(s)"),
     # ---- profile
     Case("profile-cuda-without-gpu", "profile", "-device cuda on a machine without CUDA",
          lambda ws: ws.command("nnunet-fuse", "profile", "--plans-file", _tiny_plans_file(ws), "-c", CONFIGURATION,

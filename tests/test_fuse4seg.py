@@ -14,6 +14,7 @@ from conftest import TINY_ID, assert_beats_baselines, interrupt_when_written, ru
 import nnunet_fuse
 from nnunet_fuse.commands import nnunet_command, nnunet_environment
 from nnunet_fuse.datasets.synthetic import make_case, make_synthetic_dataset
+from nnunet_fuse.imagefusion.metrics import region_contrast, surrounding
 from nnunet_fuse.planning import PlanningError, write_plans_variant
 from nnunet_fuse.training.fuse4seg import check_checkpoint_trainer
 
@@ -227,9 +228,10 @@ def test_real_brats_cases_convert_train_predict_export(tmp_path):
         (inputs / name).symlink_to(tmp_path / "nnUNet_raw" / "Dataset138_BraTS2015" / "imagesTr" / name)
     run([nnunet_command("nnUNetv2_predict"), "-i", str(inputs), "-o", str(tmp_path / "seg"), "-d", "138", "-c", "2d",
          "-f", "0", "-tr", trainer, "-p", plans_name, "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"], env)
-    for step, folder in ((0.5, "fused"), (0.2, "fused_step_0.2")):
+    labels = tmp_path / "nnUNet_raw" / "Dataset138_BraTS2015" / "labelsTr"
+    for step, folder, report in ((0.5, "fused", ["--labels", str(labels)]), (0.2, "fused_step_0.2", [])):
         run([str(BIN / "nnunet-fuse"), "export-fused", "-i", str(inputs), "-o", str(tmp_path / folder), "-d", "138",
-             "-c", "2d", "-tr", trainer, "-p", plans_name, "-device", "cpu", "-step_size", str(step)], env)
+             "-c", "2d", "-tr", trainer, "-p", plans_name, "-device", "cpu", "-step_size", str(step), *report], env)
     flair = sitk.ReadImage(str(inputs / f"{case}_0000.nii.gz"))
     segmentation = sitk.ReadImage(str(tmp_path / "seg" / f"{case}.nii.gz"))
     fused = sitk.ReadImage(str(tmp_path / "fused" / f"{case}.nii.gz"))
@@ -243,6 +245,21 @@ def test_real_brats_cases_convert_train_predict_export(tmp_path):
     # attention, blended with nnU-Net's plain Gaussian weights: mean difference 5.9e-3, max 0.13)
     other = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "fused_step_0.2" / f"{case}.nii.gz")))
     assert np.abs(other - values).max() < 1e-4
+    # --labels: each region's contrast in each modality, average, max and fused image, on the preprocessed grid;
+    # a modality's equals the contrast in the raw scan (normalisation and cropping to the brain cancel)
+    contrasts = json.loads((tmp_path / "fused" / "contrast.json").read_text())[case]
+    assert set(contrasts) == {"whole tumor", "tumor core", "enhancing tumor"}
+    assert all(set(c) == {"FLAIR", "T1c", "average", "max", "fused"} for c in contrasts.values())
+    raw_label = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}.nii.gz")))
+    raw_images = [sitk.GetArrayFromImage(sitk.ReadImage(str(inputs / f"{case}_{c:04d}.nii.gz"))) for c in range(2)]
+    brain = np.any([image != 0 for image in raw_images], axis=0)
+    for region, values_in in {"whole tumor": [1, 2, 3], "enhancing tumor": [3]}.items():
+        mask = np.isin(raw_label, values_in)
+        around = surrounding(mask, brain)
+        for name, image in zip(("FLAIR", "T1c"), raw_images):
+            assert contrasts[region][name] == pytest.approx(region_contrast(image, mask, around), rel=1e-3)
+    assert contrasts["whole tumor"]["FLAIR"] > 1  # oedema is a FLAIR structure
+    assert "fused keeps" in (tmp_path / "fused" / "contrast.md").read_text()
 
 
 def write_brats2021_layout(folder: Path, n_cases: int, shape=(12, 32, 32), seed: int = 5) -> Path:

@@ -38,3 +38,34 @@ def test_fusion_metrics_fields():
     assert set(metrics) == {"entropy", "spatial_frequency", "mi_FLAIR", "mi_T1c", "ssim_FLAIR", "ssim_T1c"}
     assert metrics["ssim_FLAIR"] == pytest.approx(1.0) and metrics["ssim_T1c"] < 0.5
     assert metrics["mi_FLAIR"] > metrics["mi_T1c"]
+
+
+def test_region_contrast_known_answer_and_invariance():
+    from nnunet_fuse.imagefusion.metrics import contrast_table, kept_contrast, region_contrast, surrounding
+
+    image = np.zeros((20, 20))
+    image[::2, :] = 2.0                     # the tissue around: 0 / 2 in alternate rows, mean 1, sd 1
+    region = np.zeros((20, 20), dtype=bool)
+    region[8:12, 8:12] = True
+    image[region] = 4.0
+    around = surrounding(region, width=2)
+    assert around.sum() == 8 * 8 - 16 and not (around & region).any()
+    assert region_contrast(image, region, around) == pytest.approx(3.0)
+    assert region_contrast(-5 * image + 7, region, around) == pytest.approx(3.0)  # normalisation cancels
+    brain = np.ones_like(region)
+    brain[:, :9] = False                    # the surrounding is taken inside the mask only
+    assert surrounding(region, brain, 2).sum() == around[:, 9:].sum()
+    assert np.isnan(region_contrast(image, np.zeros_like(region), around))
+    table = contrast_table({"A": image, "flat": np.ones_like(image), "half": 0.5 * image + 0.5}, {"r": region})
+    assert table["r"]["A"] == pytest.approx(table["r"]["half"]) and np.isnan(table["r"]["flat"])
+    assert kept_contrast({"A": 3.0, "B": 1.0, "fused": 2.7}, "fused", ["A", "B"]) == pytest.approx(0.9)
+
+
+def test_label_regions_of_labels_and_regions():
+    from nnunet_fuse.imagefusion.metrics import label_regions
+
+    labels = np.array([0, 1, 2, 3, -1])
+    masks = label_regions(labels, {"background": 0, "whole tumor": [1, 2, 3], "enhancing": 3})
+    assert list(masks) == ["whole tumor", "enhancing"]
+    assert masks["whole tumor"].tolist() == [False, True, True, True, False]
+    assert masks["enhancing"].tolist() == [False, False, False, True, False]

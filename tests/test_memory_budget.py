@@ -139,11 +139,12 @@ def test_fuse4seg_leaves_out_the_cascade_and_refuses_it_when_asked():
 
 
 def test_the_estimate_counts_what_each_trainers_real_step_holds():
-    """Every trainer that reads a method's plans (FuseUNet and FuseUNet-DS, Fuse4Seg in both phases, HiFuse) runs its
-    real train_step, losses and deep supervision included, at batch 1 and 2 on the real ACDC 2d plans (a CPU-sized
-    patch); one more sample must cost, relative to nnU-Net's trainer on nnUNetPlans, at most 3 % more than the
-    budgeting estimate says (more would overfill the GPU nnU-Net planned for; the allocations measured are
-    deterministic). Estimating FuseUNet's plans without the DS trainer's heads undercounts it by 6 %."""
+    """Every trainer that reads a method's plans (FuseUNet and FuseUNet-DS, Fuse4Seg in both phases, its unrolled leader
+    gradient and the average ablation, HiFuse) runs its real train_step, losses and deep supervision included, at batch
+    1 and 2 on the real ACDC 2d plans (a CPU-sized patch); one more sample must cost, relative to nnU-Net's trainer on
+    nnUNetPlans, at most 3 % more than the budgeting estimate says (more would overfill the GPU nnU-Net planned for; the
+    allocations measured are deterministic). Estimating FuseUNet's plans without the DS trainer's heads undercounts it
+    by 6 %."""
     import sys
 
     sys.path.insert(0, str(PLANS.parent))
@@ -151,7 +152,7 @@ def test_the_estimate_counts_what_each_trainers_real_step_holds():
 
     rows = measure("2d")
     assert [r["trainer"] for r in rows] == ["nnU-Net", "FuseUNet", "FuseUNet-DS", "Fuse4Seg pre-training",
-                                            "Fuse4Seg bi-level", "HiFuse"]
+                                            "Fuse4Seg bi-level", "Fuse4Seg unrolled", "Fuse4Seg average", "HiFuse"]
     assert all(r["measured_elements"] > 0 for r in rows)
     undercounted = {r["trainer"]: round(r["ratio"], 3) for r in rows if r["ratio"] > 1.03}
     assert undercounted == {}, rows

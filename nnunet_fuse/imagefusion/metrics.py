@@ -1,11 +1,13 @@
 """Image-fusion quality metrics for a fused image and its source modalities (numpy arrays in [0, 1], 2D or 3D).
 
 entropy (bits), spatial frequency, mutual information with a source (bits), SSIM with a source (Gaussian window,
-``nnunet_fuse.imagefusion.losses.ssim``).
+``nnunet_fuse.imagefusion.losses.ssim``); and, where label maps exist, each labelled region's contrast against the
+tissue around it in every image (region_contrast, contrast_table): what a fused image keeps of what each modality
+shows.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -50,3 +52,52 @@ def fusion_metrics(fused: np.ndarray, sources: Sequence[np.ndarray], names: Sequ
         result[f"mi_{name}"] = mutual_information(fused, source)
         result[f"ssim_{name}"] = float(ssim(as_tensor(fused), as_tensor(source)))
     return result
+
+
+def label_regions(labels: np.ndarray, dataset_labels: Dict[str, object]) -> Dict[str, np.ndarray]:
+    """name → boolean mask of every foreground label or region of dataset.json's ``labels`` (a region, as in
+    BraTS, is a list of label values) in a label map."""
+    masks = {}
+    for name, value in dataset_labels.items():
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if name != "background" and values != [0]:
+            masks[name] = np.isin(labels, values)
+    return masks
+
+
+def surrounding(region: np.ndarray, within: Optional[np.ndarray] = None, width: int = 5) -> np.ndarray:
+    """The voxels within ``width`` voxels of ``region`` (a cube neighbourhood) outside it, and inside ``within``
+    (e.g. the brain) where given: boolean, the shape of region."""
+    from scipy.ndimage import binary_dilation
+
+    shell = binary_dilation(region, np.ones((3,) * region.ndim, dtype=bool), iterations=width) & ~region
+    return shell & within if within is not None else shell
+
+
+def region_contrast(image: np.ndarray, region: np.ndarray, around: np.ndarray) -> float:
+    """|mean inside − mean of the surrounding| / sd of the surrounding (``around``, see surrounding): how far a
+    region stands out of the tissue around it, in units of that tissue's variation. Unchanged by any affine
+    intensity map of the image (per-modality normalisation cancels); NaN where the region or its surrounding is
+    empty or the surrounding flat."""
+    image = np.asarray(image, dtype=np.float64)
+    if not region.any() or around.sum() < 2:
+        return float("nan")
+    sd = image[around].std()
+    return float(abs(image[region].mean() - image[around].mean()) / sd) if sd > 0 else float("nan")
+
+
+def contrast_table(images: Dict[str, np.ndarray], regions: Dict[str, np.ndarray],
+                   within: Optional[np.ndarray] = None, width: int = 5) -> Dict[str, Dict[str, float]]:
+    """region → image name → region_contrast of every image (modalities, fusions: arrays of one shape)."""
+    table = {}
+    for region_name, region in regions.items():
+        around = surrounding(region, within, width)
+        table[region_name] = {name: region_contrast(image, region, around) for name, image in images.items()}
+    return table
+
+
+def kept_contrast(contrasts: Dict[str, float], image: str, modalities: Sequence[str]) -> float:
+    """The contrast ``image`` keeps of the modality that shows the region best: contrasts[image] / max over the
+    modalities (NaN where no modality shows it)."""
+    best = max((contrasts[m] for m in modalities if np.isfinite(contrasts[m])), default=float("nan"))
+    return float(contrasts[image] / best) if best > 0 else float("nan")

@@ -1,8 +1,12 @@
 """Fuse4Seg trainer: the fusion network (leader) and the segmentation network (follower) trained bi-level.
 
-Each iteration is ``nnunet_fuse.imagefusion.bilevel.bilevel_step``: one forward and one backward of both networks,
-the follower stepping nnU-Net's SGD (PolyLR) on the segmentation loss, the leader AdamW on the fusion losses +
-``leader_weight`` (λ) × the segmentation loss; ``follower_steps`` (K) > 1 adds K − 1 follower steps on the detached
+Each iteration is ``nnunet_fuse.imagefusion.bilevel.bilevel_step``: the follower steps nnU-Net's SGD (PolyLR) on the
+segmentation loss, the leader AdamW on the fusion losses + ``leader_weight`` (λ) × the segmentation loss, its gradient
+``leader_gradient``: "first-order" (nnUNetTrainerFuse4Seg: one forward and one backward of both networks, the leader
+reading the follower before its step) or "unrolled" (nnUNetTrainerFuse4SegUnrolled: the follower's loss after its
+step, its response to the fused image included; three passes of the segmentation network); "none"
+(nnUNetTrainerFuse4SegAverage, the ablation) trains the segmentation network on the plain average of the rescaled
+modalities, the fusion network never stepped. ``follower_steps`` (K) > 1 adds K − 1 follower steps on the detached
 fused image first. During the first ``fusion_pretrain_epochs`` epochs the leader trains as an autoencoder instead
 (SSIM + MSE reconstruction of every modality + the base/detail decomposition loss); the follower trains throughout.
 Both optimisers, nnU-Net's GradScaler (CUDA; it scales the one backward of both) and the phase are saved in
@@ -45,6 +49,7 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
     intensity_weight: float = BilevelSettings.intensity_weight
     gradient_weight: float = BilevelSettings.gradient_weight
     decomposition_weight: float = BilevelSettings.decomposition_weight
+    leader_gradient: str = BilevelSettings.leader_gradient  # imagefusion.bilevel.LEADER_GRADIENTS
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -71,14 +76,16 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
     def on_train_start(self):
         super().on_train_start()
         self.print_to_log_file(
-            f"Fuse4Seg bi-level training: follower steps K = {self.follower_steps}, leader weight λ = "
+            f"Fuse4Seg bi-level training: leader gradient {self.leader_gradient}, follower steps K = "
+            f"{self.follower_steps}, leader weight λ = "
             f"{self.leader_weight}, fusion pre-training epochs = {self.pretrain_epochs}, fusion lr = {self.fusion_lr}, "
             f"loss weights intensity {self.intensity_weight}, gradient {self.gradient_weight}, decomposition "
             f"{self.decomposition_weight}")
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
-        phase = "fusion pre-training (autoencoder)" if self.current_epoch < self.pretrain_epochs else "bi-level"
+        phase = ("segmentation of the average (the fusion network is not trained)" if self.leader_gradient == "none"
+                 else "fusion pre-training (autoencoder)" if self.current_epoch < self.pretrain_epochs else "bi-level")
         self.print_to_log_file(f"Fuse4Seg phase: {phase}")
 
     def train_step(self, batch: dict) -> dict:
@@ -87,7 +94,8 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
         target = ([t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list)
                   else target.to(self.device, non_blocking=True))
         settings = BilevelSettings(self.follower_steps, self.leader_weight, self.intensity_weight,
-                                   self.gradient_weight, self.decomposition_weight)
+                                   self.gradient_weight, self.decomposition_weight,
+                                   leader_gradient=self.leader_gradient)
         return bilevel_step(self.model(), data, target, self.loss, self.optimizer, self.fusion_optimizer, settings,
                             pretraining=self.current_epoch < self.pretrain_epochs, scaler=self.grad_scaler,
                             synchronize=average_gradients)
@@ -110,3 +118,16 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
     def restore_extra_checkpoint_state(self, checkpoint: dict) -> None:
         if checkpoint.get("fusion_optimizer_state") is not None:
             self.fusion_optimizer.load_state_dict(checkpoint["fusion_optimizer_state"])
+
+
+class nnUNetTrainerFuse4SegUnrolled(nnUNetTrainerFuse4Seg):
+    """Fuse4Seg whose leader differentiates the follower's loss after its step (the unrolled, Stackelberg gradient)."""
+
+    leader_gradient = "unrolled"
+
+
+class nnUNetTrainerFuse4SegAverage(nnUNetTrainerFuse4Seg):
+    """The ablation without a learned fusion: the segmentation network trained on the plain average of the rescaled
+    modalities (the untrained fusion network's output), on the same plans; the fusion network is never stepped."""
+
+    leader_gradient = "none"
