@@ -126,6 +126,13 @@ def test_both_phases_give_every_parameter_a_gradient(tmp_path, monkeypatch):
                      and not (epoch < trainer.pretrain_epochs and name.startswith(("fusion.fuse_base.",
                                                                                    "fusion.fuse_detail.")))]
         assert unchanged == [], f"parameters not stepped in epoch {epoch}: {unchanged[:5]}"
+    trainer.leader_gradient = "unrolled"  # the unrolled step reaches the same parameters
+    for module in (model.fusion, model.segmentation):
+        module.zero_grad(set_to_none=True)
+    losses = trainer.train_step(random_batch(trainer, seed=7))
+    assert np.isfinite(losses["loss"]) and np.isfinite(losses["leader_loss"])
+    assert gradients_missing(model.fusion) == []
+    assert gradients_missing(model.segmentation) == [f"{lowest}.weight", f"{lowest}.bias"]
 
 
 def _bilevel_rank(rank: int, world_size: int, init_file: str, results: str) -> None:
@@ -144,16 +151,17 @@ def _bilevel_rank(rank: int, world_size: int, init_file: str, results: str) -> N
 
     assert same_on_every_rank()
     start = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    for epoch in (0, trainer.pretrain_epochs):        # one pre-training step, one bi-level step
-        trainer.current_epoch = epoch
+    for epoch, leader_gradient in ((0, "first-order"), (trainer.pretrain_epochs, "first-order"),
+                                   (trainer.pretrain_epochs, "unrolled")):  # pre-training, both bi-level steps
+        trainer.current_epoch, trainer.leader_gradient = epoch, leader_gradient
         trainer.train_step(random_batch(trainer, seed=100 * rank + epoch))  # each rank its own data
-        assert same_on_every_rank(), f"ranks diverged after the step of epoch {epoch}"
+        assert same_on_every_rank(), f"ranks diverged after the {leader_gradient} step of epoch {epoch}"
     assert not torch.equal(start, torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
     end_rank()
 
 
 def test_bilevel_steps_keep_two_ranks_identical(tmp_path):
-    """Two ranks with different data: after the follower and leader steps of both phases the networks are still
-    identical (each step's gradients were averaged), as nnUNetv2_train -num_gpus 2 needs."""
+    """Two ranks with different data: after the follower and leader steps of both phases (and of the unrolled leader
+    gradient) the networks are still identical (each step's gradients were averaged), as nnUNetv2_train -num_gpus 2 needs."""
     mp.spawn(_bilevel_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "results")), nprocs=2)
 
