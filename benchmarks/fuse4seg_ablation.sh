@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Issue 30: does Fuse4Seg's learned fusion earn its place? Four arms on the same folds, plan (patch and batch) and
+# budget: (a) nnU-Net's network fed all channels, (b) the same segmentation network fed the plain average of the
+# rescaled modalities (no fusion learned: fuse4seg-average), (c) Fuse4Seg as shipped (first-order leader gradient),
+# (d) Fuse4Seg with the unrolled leader gradient (fuse4seg-unrolled).
+# usage: bash benchmarks/fuse4seg_ablation.sh WORKDIR DATA [BUDGET] [FOLDS]
+#   DATA synthetic: the two-modality synthetic data of the tests (20 training cases, 12 x 32 x 32), 2d;
+#   DATA brats: the 6 real BraTS 2013/2015 cases of ../shared/data (FLAIR, T1c; regions), 2d, at a CPU-sized patch
+#        and batch (PATCH, BATCH below) for every arm;
+#   BUDGET default demo (250 iterations); FOLDS default "0 1 2 3 4" (nnU-Net's folds over the cases).
+# Resumable: run the same command again. Report: WORKDIR/report_DATA_BUDGET (results.md); for BraTS also the fused
+# image and the per-region contrast of one validation case of fold 0 (WORKDIR/case_brats_BUDGET).
+set -euo pipefail
+data=$2; budget=${3:-demo}; folds=${4:-0 1 2 3 4}
+source "$(dirname "$0")/workdir_env.sh" "$1"
+export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1} nnUNet_compile=false
+PATCH=${PATCH:-160,160} BATCH=${BATCH:-4}
+case $data in
+  synthetic)
+    id=993 name=Dataset993_TwoModal
+    [ -d "$nnUNet_raw/$name" ] || python -c "from nnunet_fuse.datasets.synthetic import make_synthetic_dataset as m; \
+m('$nnUNet_raw', 993, name='TwoModal', n_train=20, n_test=4, shape=(12, 32, 32), seed=3, channels=2)";;
+  brats)
+    id=138 name=Dataset138_BraTS2015
+    [ -d "$nnUNet_raw/$name" ] || nnunet-fuse convert brats "$here/../shared/data/BraTS2015_FLAIR_T1c";;
+  *) echo "DATA must be synthetic or brats, got '$data'" >&2; exit 2;;
+esac
+folder=$nnUNet_preprocessed/$name
+[ -f "$folder/nnUNetPlans.json" ] || nnUNetv2_plan_and_preprocess -d $id -c 2d -np "$nnUNet_def_n_proc"
+# Fuse4Seg's plans with nnU-Net's batch and patch (the same input for every arm); written once, kept after
+[ -f "$folder/nnUNetFuse4SegPlans.json" ] || nnunet-fuse plan -d $id --method fuse4seg -c 2d --keep-base-batch-and-patch
+if [ "$data" = brats ]; then  # one CPU-sized patch and batch for every arm (the architecture stays as planned)
+  python - "$folder" "$PATCH" "$BATCH" <<'EOF'
+import json, sys
+from pathlib import Path
+folder, patch, batch = Path(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")], int(sys.argv[3])
+for name in ("nnUNetPlans.json", "nnUNetFuse4SegPlans.json"):
+    plans = json.loads((folder / name).read_text())
+    configuration = plans["configurations"]["2d"]
+    if (configuration["patch_size"], configuration["batch_size"]) != (patch, batch):
+        configuration["patch_size"], configuration["batch_size"] = patch, batch
+        (folder / name).write_text(json.dumps(plans, indent=1))
+        print(f"{name}: 2d patch {patch}, batch {batch}")
+EOF
+fi
+# shellcheck disable=SC2086
+nnunet-fuse reproduce -d $id -c 2d --methods nnunet,fuse4seg-average,fuse4seg,fuse4seg-unrolled --folds $folds \
+  --budget "$budget" -device cpu -np "$nnUNet_def_n_proc" -o "$work/report_${data}_$budget"
+# one validation case of the first fold: its fused image from each learned fusion, and each region's contrast
+first=${folds%% *}
+case_id=$(python -c "import json; print(json.load(open('$folder/splits_final.json'))[$first]['val'][0])")
+inputs=$work/case_in_$data && mkdir -p "$inputs"
+for f in "$nnUNet_raw/$name/imagesTr/${case_id}"_000?.nii.gz; do ln -sf "$f" "$inputs/"; done
+for trainer in nnUNetTrainerFuse4Seg nnUNetTrainerFuse4SegUnrolled nnUNetTrainerFuse4SegAverage; do
+  out=$work/case_${data}_$budget/$trainer
+  nnunet-fuse export-fused -i "$inputs" -o "$out/fused" -d $id -c 2d -f "$first" -tr "${trainer}_$budget" \
+    -p nnUNetFuse4SegPlans -device cpu --labels "$nnUNet_raw/$name/labelsTr"
+done
