@@ -30,18 +30,9 @@ folder=$nnUNet_preprocessed/$name
 # Fuse4Seg's plans with nnU-Net's batch and patch (the same input for every arm); written once, kept after
 [ -f "$folder/nnUNetFuse4SegPlans.json" ] || nnunet-fuse plan -d $id --method fuse4seg -c 2d --keep-base-batch-and-patch
 if [ "$data" = brats ]; then  # one CPU-sized patch and batch for every arm (the architecture stays as planned)
-  python - "$folder" "$PATCH" "$BATCH" <<'EOF'
-import json, sys
-from pathlib import Path
-folder, patch, batch = Path(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")], int(sys.argv[3])
-for name in ("nnUNetPlans.json", "nnUNetFuse4SegPlans.json"):
-    plans = json.loads((folder / name).read_text())
-    configuration = plans["configurations"]["2d"]
-    if (configuration["patch_size"], configuration["batch_size"]) != (patch, batch):
-        configuration["patch_size"], configuration["batch_size"] = patch, batch
-        (folder / name).write_text(json.dumps(plans, indent=1))
-        print(f"{name}: 2d patch {patch}, batch {batch}")
-EOF
+  # shellcheck disable=SC2086
+  python "$here/benchmarks/set_batch_and_patch.py" "$folder/nnUNetPlans.json" "$folder/nnUNetFuse4SegPlans.json" -c 2d \
+    --batch "$BATCH" --patch ${PATCH//,/ }
 fi
 # shellcheck disable=SC2086
 nnunet-fuse reproduce -d $id -c 2d --methods nnunet,fuse4seg-average,fuse4seg,fuse4seg-unrolled --folds $folds \

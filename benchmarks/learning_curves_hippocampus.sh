@@ -27,17 +27,12 @@ if [ -n "$train_cases" ]; then
   for variant in fuseunet:FuseUNet hifuse:HiFuse hifuse-fuseunet:HiFuseFuseUNet; do
     [ -f "$data/nnUNet${variant#*:}Plans.json" ] || nnunet-fuse plan -d 4 --method "${variant%%:*}" -c 3d_fullres
   done
+  python "$here/benchmarks/set_batch_and_patch.py" "$data"/nnUNet*Plans.json -c 3d_fullres --batch 2
   python - "$data" "$train_cases" <<'EOF'
 import json, random, sys
 from pathlib import Path
 from nnunet_fuse.splits import cases_by_patient, patient_grouped_splits
 folder, n = Path(sys.argv[1]), int(sys.argv[2])
-for plans_file in folder.glob("nnUNet*Plans.json"):
-    plans = json.loads(plans_file.read_text())
-    if plans["configurations"]["3d_fullres"].get("batch_size") != 2:
-        plans["configurations"]["3d_fullres"]["batch_size"] = 2
-        plans_file.write_text(json.dumps(plans, indent=1))
-        print(f"{plans_file.name}: 3d_fullres batch 2")
 splits_file = folder / "splits_final.json"
 if not splits_file.is_file():  # nnU-Net's own 5 folds (one case per patient)
     cases = [p.name[:-len(".b2nd")] for p in (folder / "nnUNetPlans_3d_fullres").glob("*.b2nd") if "_seg" not in p.name]

@@ -1,0 +1,24 @@
+"""Set one configuration's batch size (and patch size) in nnU-Net plans files, in place, for the benchmarks' CPU-sized
+runs where every arm must see the same input; a file that already has them is left untouched (trainings depend on it).
+
+    python benchmarks/set_batch_and_patch.py PLANS.json [PLANS.json ...] -c CONFIGURATION --batch B [--patch P P ...]
+"""
+import argparse
+import json
+from pathlib import Path
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("plans", nargs="+", type=Path)
+    parser.add_argument("-c", required=True, help="configuration, e.g. 2d")
+    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--patch", type=int, nargs="+", default=None, help="default: the plans' own")
+    args = parser.parse_args()
+    for plans_file in args.plans:
+        plans = json.loads(plans_file.read_text())
+        configuration = plans["configurations"][args.c]
+        wanted = {"batch_size": args.batch, **({"patch_size": args.patch} if args.patch else {})}
+        if any(configuration.get(k) != v for k, v in wanted.items()):
+            configuration.update(wanted)
+            plans_file.write_text(json.dumps(plans, indent=1))
+            print(f"{plans_file.name}: {args.c} " + ", ".join(f"{k} {v}" for k, v in wanted.items()))
