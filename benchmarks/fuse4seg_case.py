@@ -25,17 +25,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from nnunet_fuse.imagefusion.metrics import contrast_table, fusion_metrics, kept_contrast, label_regions
+from nnunet_fuse.imagefusion.metrics import (SURROUNDING_WIDTH, contrast_table, fusion_metrics, kept_contrast,
+                                             label_regions)
 from nnunet_fuse.imagefusion.network import RobustRescale
 from nnunet_fuse.reporting import format_table
 
 
 def read(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float64)  # (z, y, x)
-
-
-def regions_of(labels: np.ndarray, dataset_json: dict) -> dict:
-    return label_regions(labels, dataset_json["labels"])
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,13 +80,12 @@ def main() -> None:
                      for name, image in fusions.items()}
     volume_metrics = {name: fusion_metrics(image[box], [s[box] for s in sources], args.names)
                       for name, image in fusions.items()}
-    predicted = regions_of(segmentation, dataset_json) if segmentation is not None else {}
-    dice_per_region = ({n: dice(predicted[n], m) for n, m in regions_of(reference, dataset_json).items()}
-                       if reference is not None and predicted else {})
-    contrasts = {}
-    if reference is not None:  # each region against the tissue around it, in the brain, 3D
-        images = {**dict(zip(args.names, sources)), **fusions}
-        contrasts = contrast_table(images, regions_of(reference, dataset_json), within=np.abs(raw).sum(0) > 0)
+    predicted = label_regions(segmentation, dataset_json["labels"]) if segmentation is not None else {}
+    references = label_regions(reference, dataset_json["labels"]) if reference is not None else {}
+    dice_per_region = {n: dice(predicted[n], m) for n, m in references.items()} if predicted else {}
+    # each reference region against the tissue around it, in the brain, 3D
+    contrasts = contrast_table({**dict(zip(args.names, sources)), **fusions}, references,
+                               within=np.abs(raw).sum(0) > 0)
     report = {"case": case, "slice_z": z, "brain_box": [[int(s.start), int(s.stop)] for s in box],
               "slice_2d": slice_metrics, "brain_box_3d": volume_metrics, "dice": dice_per_region,
               "region_contrast": contrasts}
@@ -106,13 +102,13 @@ def main() -> None:
         rows += [[region, *[f"{c[n]:.2f}" for n in [*args.names, *fusions]],
                   *[f"{kept_contrast(c, n, args.names):.2f}" for n in fusions]] for region, c in contrasts.items()]
         text += (f"\n## Region contrast (3D, reference regions)\n\n{format_table(rows)}\n\n|mean inside − mean of the "
-                 f"surrounding tissue (within 5 voxels, in the brain)| / its sd; \"keeps\": / the best modality's.\n")
+                 f"surrounding tissue (within {SURROUNDING_WIDTH} voxels, in the brain)| / its sd; \"keeps\": / the "
+                 f"best modality's.\n")
     if dice_per_region:
         text += "\nDice of the predicted regions: " + ", ".join(f"{n} {d:.3f}" for n, d in dice_per_region.items())
     (out / f"{case}_metrics.md").write_text(text + "\n")
     print(text)
-    plot(case, z, in_plane, sources, args.names, fusions, predicted,
-         regions_of(reference, dataset_json) if reference is not None else {}, out / f"{case}.png")
+    plot(case, z, in_plane, sources, args.names, fusions, predicted, references, out / f"{case}.png")
 
 
 def plot(case, z, in_plane, sources, names, fusions, predicted, reference, png: Path) -> None:

@@ -168,7 +168,7 @@ def write_contrast_report(contrasts: dict, modalities: Sequence[str], folder: Pa
     """contrast.json (case → region → image → contrast) and contrast.md: per region the mean over cases of each
     image's contrast and of the share the average, the max and the fused image keep of the best modality's."""
     from nnunet_fuse.atomic_files import write_text_atomically
-    from nnunet_fuse.imagefusion.metrics import kept_contrast
+    from nnunet_fuse.imagefusion.metrics import SURROUNDING_WIDTH, kept_contrast
     from nnunet_fuse.reporting import format_table
 
     write_text_atomically(folder / "contrast.json", json.dumps(contrasts, indent=2))
@@ -186,8 +186,8 @@ def write_contrast_report(contrasts: dict, modalities: Sequence[str], folder: Pa
                      *[f"{mean([kept_contrast(c, f, modalities) for c in per_case]):.2f}" for f in fusions]])
     text = (f"# Contrast of each labelled region ({len(contrasts)} case(s))\n\n{format_table(rows)}\n\n"
             f"Contrast: |mean inside − mean of the surrounding tissue| / sd of the surrounding tissue (the voxels "
-            f"within 5 voxels of the region, outside it, inside the nonzero mask), on nnU-Net's preprocessed grid; "
-            f"mean over cases. \"keeps\": the image's contrast / the contrast of the modality that shows the region "
-            f"best, per case, then averaged. Average and max: of the modalities rescaled to [0, 1] by the fusion "
-            f"network. Per case: contrast.json.\n")
+            f"within {SURROUNDING_WIDTH} voxels of the region, outside it, inside the nonzero mask), on nnU-Net's "
+            f"preprocessed grid; mean over cases. \"keeps\": the image's contrast / the contrast of the modality that "
+            f"shows the region best, per case, then averaged. Average and max: of the modalities rescaled to [0, 1] by "
+            f"the fusion network. Per case: contrast.json.\n")
     write_text_atomically(folder / "contrast.md", text)

@@ -54,6 +54,9 @@ def fusion_metrics(fused: np.ndarray, sources: Sequence[np.ndarray], names: Sequ
     return result
 
 
+SURROUNDING_WIDTH = 5  # voxels: how far around a region its surrounding tissue reaches (region_contrast)
+
+
 def label_regions(labels: np.ndarray, dataset_labels: Dict[str, object]) -> Dict[str, np.ndarray]:
     """name → boolean mask of every foreground label or region of dataset.json's ``labels`` (a region, as in
     BraTS, is a list of label values) in a label map."""
@@ -65,7 +68,8 @@ def label_regions(labels: np.ndarray, dataset_labels: Dict[str, object]) -> Dict
     return masks
 
 
-def surrounding(region: np.ndarray, within: Optional[np.ndarray] = None, width: int = 5) -> np.ndarray:
+def surrounding(region: np.ndarray, within: Optional[np.ndarray] = None,
+                width: int = SURROUNDING_WIDTH) -> np.ndarray:
     """The voxels within ``width`` voxels of ``region`` (a cube neighbourhood) outside it, and inside ``within``
     (e.g. the brain) where given: boolean, the shape of region."""
     from scipy.ndimage import binary_dilation
@@ -87,7 +91,8 @@ def region_contrast(image: np.ndarray, region: np.ndarray, around: np.ndarray) -
 
 
 def contrast_table(images: Dict[str, np.ndarray], regions: Dict[str, np.ndarray],
-                   within: Optional[np.ndarray] = None, width: int = 5) -> Dict[str, Dict[str, float]]:
+                   within: Optional[np.ndarray] = None,
+                   width: int = SURROUNDING_WIDTH) -> Dict[str, Dict[str, float]]:
     """region → image name → region_contrast of every image (modalities, fusions: arrays of one shape)."""
     table = {}
     for region_name, region in regions.items():
