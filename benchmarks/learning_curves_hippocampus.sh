@@ -28,15 +28,14 @@ if [ -n "$train_cases" ]; then
     [ -f "$data/nnUNet${variant#*:}Plans.json" ] || nnunet-fuse plan -d 4 --method "${variant%%:*}" -c 3d_fullres
   done
   python "$here/benchmarks/set_batch_and_patch.py" "$data"/nnUNet*Plans.json -c 3d_fullres --batch 2
-  python - "$data" "$train_cases" <<'EOF'
+  python - "$data" "$nnUNet_raw/Dataset004_Hippocampus/labelsTr" "$train_cases" <<'EOF'
 import json, random, sys
 from pathlib import Path
-from nnunet_fuse.splits import cases_by_patient, patient_grouped_splits
-folder, n = Path(sys.argv[1]), int(sys.argv[2])
+from nnunet_fuse.splits import ensure_split_file
+folder, labels, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 splits_file = folder / "splits_final.json"
-if not splits_file.is_file():  # nnU-Net's own 5 folds (one case per patient)
-    cases = [p.name[:-len(".b2nd")] for p in (folder / "nnUNetPlans_3d_fullres").glob("*.b2nd") if "_seg" not in p.name]
-    splits_file.write_text(json.dumps(patient_grouped_splits(cases_by_patient(cases)), indent=2))
+cases = [p.name[:-len(".nii.gz")] for p in labels.glob("*.nii.gz")]
+ensure_split_file(splits_file, cases, range(5))  # nnU-Net's own 5 folds (one case per patient), where missing
 splits = json.loads(splits_file.read_text())
 subsets = [{"train": sorted(random.Random(k).sample(splits[k]["train"], n)), "val": splits[k]["val"]} for k in range(5)]
 if splits[5:] != subsets:

@@ -2,6 +2,7 @@
 the exact second-order one (double backward through the follower's SGD step), and a leader that moves the fused
 image away from the average where the modalities disagree."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -86,7 +87,7 @@ def test_unrolled_leader_gradient_is_the_exact_unrolled_one(momentum, nesterov):
     exact = exact_gradients(copy.deepcopy(net), data, labels, step_size, weight)
     without_response = exact_gradients(copy.deepcopy(net), data, labels, step_size, weight, response=False)
     first_order = fusion_gradients(copy.deepcopy(net), data, labels,
-                                   BilevelSettings(**{**settings.__dict__, "leader_gradient": "first-order"}),
+                                   dataclasses.replace(settings, leader_gradient="first-order"),
                                    lr, momentum, nesterov)
     unrolled = fusion_gradients(net, data, labels, settings, lr, momentum, nesterov)
     names = [n for n, _ in net.fusion.named_parameters()]
