@@ -120,7 +120,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             device = args.device or ("cuda" if args.gpus_per_job else "cpu")
         else:
             device = _device(args.device)
-        methods = parse_methods(args.methods)
+        methods = parse_methods(args.methods, args.budget)
         reproduce(args.d, args.c, methods, args.folds, args.budget, device,
                   nnunet_environment(light=device != "cuda"), Path(args.o) if args.o else None, args.np, args.curve,
                   launcher)
@@ -595,7 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="train methods side by side with the same budget and compare their Dice")
     rep.add_argument("-d", type=dataset_id, required=True, help="dataset ID (raw data in nnUNet_raw)")
     rep.add_argument("-c", required=True, help="configuration, e.g. 2d or 3d_fullres")
-    rep.add_argument("--methods", default="nnunet,fuseunet", help="comma-separated (default nnunet,fuseunet)")
+    rep.add_argument("--methods", default="nnunet,fuseunet",
+                     help="comma-separated (default nnunet,fuseunet); METHOD:TRAINER trains a trainer of yours "
+                          "(a subclass of METHOD's budget trainer, in a folder of nnUNet_extTrainer) on METHOD's "
+                          "plans")
     rep.add_argument("--folds", type=int, nargs="+", default=[0], help="folds to train (default 0)")
     rep.add_argument("--budget", choices=list(BUDGETS), default="small",
                      help="; ".join(f"{k}: {e} epochs × {i} iterations" for k, (e, i, _) in BUDGETS.items()))

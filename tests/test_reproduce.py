@@ -24,6 +24,13 @@ def test_parse_methods():
         parse_methods("unet")
     with pytest.raises(ReproduceError, match="twice"):
         parse_methods("nnunet,nnunet")
+    # a trainer of the user's on a method's plans: the method lower-cased, the class name kept as written
+    assert parse_methods("nnunet, Fuse4Seg:nnUNetTrainerFuse4Seg_demo_lambda1") == [
+        "nnunet", "fuse4seg:nnUNetTrainerFuse4Seg_demo_lambda1"]
+    with pytest.raises(ReproduceError, match="no trainer after ':'"):
+        parse_methods("fuseunet:")
+    with pytest.raises(ReproduceError, match="unknown method 'unet'"):
+        parse_methods("unet:nnUNetTrainer_smoke")
 
 
 def test_every_method_trains_on_the_plans_it_writes():
@@ -173,6 +180,60 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
     report = json.loads((out / "results.json").read_text())
     assert [m["method"] for m in report["methods"]] == ["nnunet", "fuseunet"] and report["folds"] == [0]
     assert "| nnU-Net default" in (out / "results.md").read_text()
+
+
+USER_TRAINERS = """
+from nnunet_fuse.training.budget import nnUNetTrainer_smoke, nnUNetTrainerFuseUNet_smoke
+
+
+class nnUNetTrainerFuseUNet_smoke_lr3(nnUNetTrainerFuseUNet_smoke):
+    def __init__(self, plans, configuration, fold, dataset_json, device):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 3e-3
+
+
+class nnUNetTrainer_smoke_mine(nnUNetTrainer_smoke):
+    pass
+"""
+
+
+def test_reproduce_trains_a_users_trainer_on_a_methods_plans(planned_dataset, tmp_path):
+    """--methods fuseunet:TRAINER trains the user's subclass (found through nnUNet_extTrainer) on FuseUNet's plans,
+    labelled with its name; a trainer nnU-Net cannot find, or one not derived from the method's budget trainer, is
+    refused before any work."""
+    workdir, env, raw = planned_dataset
+    folder = tmp_path / "my_trainers"
+    folder.mkdir()
+    (folder / "my_trainers.py").write_text(USER_TRAINERS)
+    env = {**env, "nnUNet_extTrainer": str(folder)}
+    out = tmp_path / "report"
+    command = [str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "-device", "cpu", "-o", str(out),
+               "--budget", "smoke", "--methods"]
+    refused = run(command + ["fuseunet:nnUNetTrainerFuseUNet_smoke_lr4"], env, check=False)
+    assert refused.returncode == 2 and "finds no trainer class 'nnUNetTrainerFuseUNet_smoke_lr4'" in refused.stderr
+    assert "nnUNet_extTrainer" in refused.stderr
+    refused = run(command + ["fuseunet:nnUNetTrainer_smoke_mine"], env, check=False)
+    assert refused.returncode == 2 and ("nnUNetTrainer_smoke_mine does not derive from nnUNetTrainerFuseUNet_smoke"
+                                        in refused.stderr)
+    refused = run(command[:-3] + ["--budget", "small", "--methods", "fuseunet:nnUNetTrainerFuseUNet_smoke_lr3"], env,
+                  check=False)
+    assert refused.returncode == 2 and "does not derive from nnUNetTrainerFuseUNet_small" in refused.stderr
+    assert not out.exists()
+
+    result = run(command + ["fuseunet:nnUNetTrainerFuseUNet_smoke_lr3"], env)
+    fold = (workdir / "nnUNet_results" / raw.name / "nnUNetTrainerFuseUNet_smoke_lr3__nnUNetFuseUNetPlans__2d"
+            / "fold_0")
+    assert (fold / "checkpoint_final.pth").is_file()
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert "Current learning rate: 0.003" in log  # the user's setting, not the budget trainer's 0.01
+    row = json.loads((out / "results.json").read_text())["methods"][0]
+    assert (row["method"], row["label"], row["trainer"], row["plans"]) == (
+        "fuseunet:nnUNetTrainerFuseUNet_smoke_lr3", "nnUNetTrainerFuseUNet_smoke_lr3",
+        "nnUNetTrainerFuseUNet_smoke_lr3", "nnUNetFuseUNetPlans")
+    assert 0 <= row["mean_dice"] <= 1
+    assert "| nnUNetTrainerFuseUNet_smoke_lr3" in (out / "results.md").read_text()
+    assert (out / "logs" / "fuseunet_nnUNetTrainerFuseUNet_smoke_lr3_fold_0.txt").is_file()
+    assert "[1/1] nnUNetTrainerFuseUNet_smoke_lr3, fold 0: training" in result.stdout
 
 
 def test_learning_curve_table_marks_differences_beyond_the_fold_spread():

@@ -12,7 +12,7 @@ from nnunet_fuse.commands import nnunet_command, run_step
 from nnunet_fuse.input_check import read_json
 from nnunet_fuse.planning import (MARKER_KEY, PlanningError, check_input_channels, find_dataset_folder, load_overlay,
                                   variant_plans_name, write_plans_variant)
-from nnunet_fuse.reproduce.runs import METHODS, ReproduceError, Training, check_trained_as_now
+from nnunet_fuse.reproduce.runs import ReproduceError, Training, check_trained_as_now, method_of
 from nnunet_fuse.splits import SplitError, ensure_split_file
 
 
@@ -36,9 +36,9 @@ def raw_dataset_folder(raw_root: Path, dataset_id: int) -> Path:
 def check_methods_fit(methods: Sequence[str], raw: Path) -> None:
     """Before any work: a method that cannot run on this dataset (Fuse4Seg on one channel) is refused."""
     for key in methods:
-        if METHODS[key].overlay is not None:
+        if method_of(key).overlay is not None:
             try:
-                check_input_channels(load_overlay(METHODS[key].overlay), raw / "dataset.json")
+                check_input_channels(load_overlay(method_of(key).overlay), raw / "dataset.json")
             except PlanningError as e:
                 raise ReproduceError(str(e)) from e
 
@@ -99,13 +99,13 @@ def prepare(dataset_id: int, configuration: str, methods: Sequence[str], folds: 
         raise ReproduceError(str(e)) from e
     trainings = []
     for i, key in enumerate(methods, 1):
-        plans_name = method_plans(folders["nnUNet_preprocessed"], dataset_id, METHODS[key].overlay, configuration)
+        plans_name = method_plans(folders["nnUNet_preprocessed"], dataset_id, method_of(key).overlay, configuration)
         for fold in folds:
             trainings.append(Training(
                 method=key, fold=fold, dataset_id=dataset_id, configuration=configuration, budget=budget,
                 plans_name=plans_name, device=device, curve=curve, raw=raw, preprocessed=preprocessed,
-                results=folders["nnUNet_results"], log=logs_folder / f"{key}_fold_{fold}.txt",
-                title=f"[{i}/{len(methods)}] {METHODS[key].label}, fold {fold}"))
+                results=folders["nnUNet_results"], log=logs_folder / f"{key.replace(':', '_')}_fold_{fold}.txt",
+                title=f"[{i}/{len(methods)}] {method_of(key).label}, fold {fold}"))
     for training in trainings:  # before any launch: a finished fold is not resubmitted, and not re-checked there
         check_trained_as_now(training)
     return trainings

@@ -17,7 +17,7 @@ from nnunet_fuse.atomic_files import replaced_atomically, write_text_atomically
 from nnunet_fuse.budgets import BUDGETS, RECORD_FILE
 from nnunet_fuse.plans_network import count_parameters
 from nnunet_fuse.reporting import SPREAD_NOTE, format_table, mean_and_sd
-from nnunet_fuse.reproduce.runs import (METHODS, ReproduceError, Training, snapshot_folder, snapshot_iterations)
+from nnunet_fuse.reproduce.runs import ReproduceError, Training, method_of, snapshot_folder, snapshot_iterations
 
 # nnU-Net (original) in "nnU-Net Revisited" (MICCAI 2024), 5-fold cross-validation mean Dice (%), 1000 epochs
 PUBLISHED = [(re.compile(r"ACDC", re.I), "ACDC", 91.54), (re.compile(r"KiTS(20)?23", re.I), "KiTS23", 86.04),
@@ -106,7 +106,7 @@ def comparison_report(trainings: Sequence[Training], device: str, earlier: Optio
                 per_fold[t.fold]["curve"] = snapshot_curve(t, per_fold[t.fold]["mean_dice"])
         plans_file = own[0].folder.parent / "plans.json"
         params = count_parameters(plans_file, own[0].folder.parent / "dataset.json", first.configuration)
-        rows.append(summarise(method, METHODS[method].label, own[0].trainer, own[0].plans_name, per_fold, params,
+        rows.append(summarise(method, method_of(method).label, own[0].trainer, own[0].plans_name, per_fold, params,
                               batch_and_patch(plans_file, first.configuration)))
     if earlier is not None:
         rows = merge_rows(earlier["methods"], rows)

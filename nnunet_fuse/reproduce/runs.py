@@ -7,6 +7,8 @@ training it does nothing, so a requeued or resubmitted job simply picks up where
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -31,6 +33,10 @@ class Method:
     label: str
     overlay: Optional[str]  # plans overlay for `nnunet-fuse plan --method`, None: nnU-Net's own plans
     trainer_prefix: str     # the trainer is f"{trainer_prefix}_{budget}"
+    trainer_name: Optional[str] = None  # a user's trainer (METHOD:TRAINER) instead of the budget trainer
+
+    def trainer(self, budget: str) -> str:
+        return self.trainer_name or f"{self.trainer_prefix}_{budget}"
 
 
 METHODS: Dict[str, Method] = {
@@ -45,23 +51,65 @@ METHODS: Dict[str, Method] = {
 }
 
 
-def parse_methods(text: str) -> List[str]:
-    """'nnunet,fuseunet' → ['nnunet', 'fuseunet'], with a clear error for unknown or repeated methods."""
-    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
-    if not methods:
+def method_of(key: str) -> Method:
+    """The Method of a key parse_methods returned: one of METHODS, or 'METHOD:TRAINER' (METHOD's plans, the user's
+    trainer, labelled with the trainer's name)."""
+    base, _, trainer = key.partition(":")
+    if not trainer:
+        return METHODS[key]
+    return Method(trainer, METHODS[base].overlay, METHODS[base].trainer_prefix, trainer)
+
+
+def parse_methods(text: str, budget: Optional[str] = None) -> List[str]:
+    """'nnunet,fuseunet' → ['nnunet', 'fuseunet'], with a clear error for unknown or repeated methods.
+
+    An entry METHOD:TRAINER trains TRAINER (a trainer class nnUNetv2_train finds: nnU-Net's own or one in a folder of
+    nnUNet_extTrainer) on METHOD's plans; with ``budget`` it must derive from METHOD's budget trainer, so that it
+    trains that budget's schedule and keeps its records and snapshots."""
+    entries = [m.strip() for m in text.split(",") if m.strip()]
+    if not entries:
         raise ReproduceError("--methods is empty; e.g. --methods nnunet,fuseunet")
-    for m in methods:
-        if m not in METHODS:
-            raise ReproduceError(f"unknown method '{m}'; available: {', '.join(METHODS)}")
+    methods = []
+    for entry in entries:
+        base, colon, trainer = entry.partition(":")
+        base, trainer = base.strip().lower(), trainer.strip()
+        if base not in METHODS:
+            raise ReproduceError(f"unknown method '{base}'; available: {', '.join(METHODS)} (or METHOD:TRAINER, a "
+                                 f"trainer of yours on a method's plans)")
+        if colon and not trainer:
+            raise ReproduceError(f"--methods '{entry}': no trainer after ':'; e.g. {base}:MyTrainer")
+        if trainer and budget is not None:
+            check_user_trainer(trainer, base, budget)
+        methods.append(f"{base}:{trainer}" if trainer else base)
     if len(set(methods)) != len(methods):
         raise ReproduceError(f"--methods names a method twice: {text}")
     return methods
 
 
+def check_user_trainer(trainer: str, base: str, budget: str) -> None:
+    """TRAINER of METHOD:TRAINER must be a class nnUNetv2_train finds, derived from METHOD's budget trainer."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    budget_trainer = METHODS[base].trainer(budget)
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every folder it searches
+        try:
+            found = recursive_find_trainer_class_by_name(trainer)
+        except (RuntimeError, AssertionError) as e:
+            raise ReproduceError(
+                f"--methods {base}:{trainer}: nnU-Net finds no trainer class '{trainer}'. Add the folder of the module "
+                f"that defines it to nnUNet_extTrainer (export nnUNet_extTrainer=\"$nnUNet_extTrainer:/its/folder\")"
+            ) from e
+    if budget_trainer not in {c.__name__ for c in found.__mro__}:
+        raise ReproduceError(
+            f"--methods {base}:{trainer}: {trainer} does not derive from {budget_trainer}, method '{base}''s trainer "
+            f"on --budget {budget}; subclass it (from nnunet_fuse.training.budget import {budget_trainer}) so that it "
+            f"trains that budget's schedule on {base}'s plans")
+
+
 @dataclass(frozen=True)
 class Training:
     """One (method, fold) of a comparison with all its job needs (picklable: submitit sends it to a SLURM job)."""
-    method: str             # key of METHODS
+    method: str             # a key parse_methods returned (method_of gives its Method)
     fold: int
     dataset_id: int
     configuration: str
@@ -81,7 +129,7 @@ class Training:
 
     @property
     def trainer(self) -> str:
-        return f"{METHODS[self.method].trainer_prefix}_{self.budget}"
+        return method_of(self.method).trainer(self.budget)
 
     @property
     def folder(self) -> Path:
