@@ -1,8 +1,8 @@
-"""Fuse4Seg trainer variants compared at the demo budget (benchmarks/README.md, "Fuse4Seg 0.4"). nnU-Net finds them
-when this folder is added to nnUNet_extTrainer:
+"""Fuse4Seg trainer variants compared at the demo budget (benchmarks/README.md, "Fuse4Seg 0.4" and issue 30's search).
+`reproduce` trains them as METHOD:TRAINER when this folder is in nnUNet_extTrainer (the benchmark scripts add it,
+benchmarks/workdir_env.sh), e.g.
 
-    eval "$(nnunet-fuse env)" && export nnUNet_extTrainer="$nnUNet_extTrainer:$PWD/benchmarks/fuse4seg_variants"
-    nnUNetv2_train 993 2d FOLD -tr nnUNetTrainerFuse4Seg_demo_nointensity -p nnUNetFuse4SegPlans -device cpu
+    nnunet-fuse reproduce -d 993 -c 2d --methods fuse4seg:nnUNetTrainerFuse4Seg_demo_lambda1 --budget demo ...
 """
 from nnunet_fuse.training.budget import nnUNetTrainerFuse4Seg_demo
 
