@@ -14,7 +14,7 @@ set -euo pipefail
 data=$2; budget=${3:-demo}; folds=${4:-0 1 2 3 4}
 source "$(dirname "$0")/workdir_env.sh" "$1"
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1} nnUNet_compile=false
-PATCH=${PATCH:-160,160} BATCH=${BATCH:-4}
+PATCH=${PATCH:-128,128} BATCH=${BATCH:-2}
 case $data in
   synthetic)
     id=993 name=Dataset993_TwoModal

@@ -5,7 +5,10 @@ runs where every arm must see the same input; a file that already has them is le
 """
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from nnunet_fuse.profiling import check_patch_size
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -17,6 +20,11 @@ if __name__ == "__main__":
     for plans_file in args.plans:
         plans = json.loads(plans_file.read_text())
         configuration = plans["configurations"][args.c]
+        if args.patch:
+            try:
+                check_patch_size(args.patch, configuration["architecture"]["arch_kwargs"]["strides"])
+            except ValueError as e:
+                sys.exit(f"{plans_file.name}: {e}")
         wanted = {"batch_size": args.batch, **({"patch_size": args.patch} if args.patch else {})}
         if any(configuration.get(k) != v for k, v in wanted.items()):
             configuration.update(wanted)
