@@ -1,9 +1,11 @@
 """The network a plans configuration builds, as nnU-Net's trainers build it, and what it costs in parameters."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 from nnunet_fuse.compatibility import check_compatible
 from nnunet_fuse.planning import MARKER_KEY, load_overlay
@@ -37,10 +39,26 @@ def network_from_plans(plans: dict, dataset_json: dict, configuration: str, deep
     return network, cm
 
 
-def count_parameters(plans_file: Path, dataset_json_file: Path, configuration: str) -> Dict[str, int]:
-    """Parameters of the network a plans configuration builds (as the trainer builds it, deep supervision off)."""
+def count_parameters(plans_file: Path, dataset_json_file: Path, configuration: str,
+                     trainer: Optional[str] = None) -> Dict[str, int]:
+    """Parameters of the network a plans configuration builds (as the trainer builds it, deep supervision off);
+    ``trainer``: a trainer class nnU-Net finds whose own build_network_architecture builds it (a user's variant may
+    change the architecture)."""
     from nnunet_fuse.architectures import parameter_counts
 
-    network, _ = network_from_plans(json.loads(plans_file.read_text()), json.loads(dataset_json_file.read_text()),
-                                    configuration)
+    plans, dataset_json = json.loads(plans_file.read_text()), json.loads(dataset_json_file.read_text())
+    if trainer is None:
+        network, _ = network_from_plans(plans, dataset_json, configuration)
+        return parameter_counts(network)
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_manager = PlansManager(plans)
+    cm = plans_manager.get_configuration(configuration)
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every folder it searches
+        trainer_class = recursive_find_trainer_class_by_name(trainer)
+    network = trainer_class.build_network_architecture(
+        plans_manager, cm, determine_num_input_channels(plans_manager, cm, dataset_json),
+        plans_manager.get_label_manager(dataset_json).num_segmentation_heads, False)
     return parameter_counts(network)

@@ -183,13 +183,24 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
 
 
 USER_TRAINERS = """
+import copy
+
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
 from nnunet_fuse.training.budget import nnUNetTrainer_smoke, nnUNetTrainerFuseUNet_smoke
 
 
 class nnUNetTrainerFuseUNet_smoke_lr3(nnUNetTrainerFuseUNet_smoke):
+    \"\"\"lr 3e-3 and a 16-channel ODE state (an architecture change in the trainer, as nnU-Net's variants do).\"\"\"
     def __init__(self, plans, configuration, fold, dataset_json, device):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = 3e-3
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, *args, **kwargs):
+        configuration = copy.deepcopy(configuration_manager.configuration)
+        configuration["architecture"]["arch_kwargs"]["state_channels"] = 16
+        return super().build_network_architecture(plans_manager, ConfigurationManager(configuration), *args, **kwargs)
 
 
 class nnUNetTrainer_smoke_mine(nnUNetTrainer_smoke):
@@ -231,6 +242,18 @@ def test_reproduce_trains_a_users_trainer_on_a_methods_plans(planned_dataset, tm
         "fuseunet:nnUNetTrainerFuseUNet_smoke_lr3", "nnUNetTrainerFuseUNet_smoke_lr3",
         "nnUNetTrainerFuseUNet_smoke_lr3", "nnUNetFuseUNetPlans")
     assert 0 <= row["mean_dice"] <= 1
+    # parameters of the network the trainer built (16-channel state), not of the plans' (the paper's 2K = 8): each
+    # added state channel adds a weight per skip channel and a bias to every 1x1 projection, and K head weights
+    from nnunet_fuse.ode.decoder import default_state_channels
+    from nnunet_fuse.plans_network import count_parameters
+    plans_params = count_parameters(fold.parent / "plans.json", fold.parent / "dataset.json", "2d")
+    skip_widths = json.loads((fold.parent / "plans.json").read_text())["configurations"]["2d"]["architecture"][
+        "arch_kwargs"]["features_per_stage"]
+    outputs = len(json.loads((fold.parent / "dataset.json").read_text())["labels"])
+    added = 16 - default_state_channels(outputs)
+    assert row["parameters"]["encoder"] == plans_params["encoder"] and added > 0
+    assert row["parameters"]["decoder"] - plans_params["decoder"] == added * (sum(skip_widths) + len(skip_widths)
+                                                                              + outputs)
     assert "| nnUNetTrainerFuseUNet_smoke_lr3" in (out / "results.md").read_text()
     assert (out / "logs" / "fuseunet_nnUNetTrainerFuseUNet_smoke_lr3_fold_0.txt").is_file()
     assert "[1/1] nnUNetTrainerFuseUNet_smoke_lr3, fold 0: training" in result.stdout

@@ -105,7 +105,8 @@ def comparison_report(trainings: Sequence[Training], device: str, earlier: Optio
             if t.curve:
                 per_fold[t.fold]["curve"] = snapshot_curve(t, per_fold[t.fold]["mean_dice"])
         plans_file = own[0].folder.parent / "plans.json"
-        params = count_parameters(plans_file, own[0].folder.parent / "dataset.json", first.configuration)
+        params = count_parameters(plans_file, own[0].folder.parent / "dataset.json", first.configuration,
+                                  method_of(method).trainer_name)
         rows.append(summarise(method, method_of(method).label, own[0].trainer, own[0].plans_name, per_fold, params,
                               batch_and_patch(plans_file, first.configuration)))
     if earlier is not None:
