@@ -39,6 +39,15 @@ def network_from_plans(plans: dict, dataset_json: dict, configuration: str, deep
     return network, cm
 
 
+def find_trainer_class(name: str) -> type:
+    """The trainer class nnUNetv2_train would use (nnU-Net's package, then the folders of nnUNet_extTrainer), found
+    quietly; RuntimeError or AssertionError (nnU-Net's) where there is none of that name."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every folder it searches
+        return recursive_find_trainer_class_by_name(name)
+
+
 def count_parameters(plans_file: Path, dataset_json_file: Path, configuration: str,
                      trainer: Optional[str] = None) -> Dict[str, int]:
     """Parameters of the network a plans configuration builds (as the trainer builds it, deep supervision off);
@@ -50,15 +59,12 @@ def count_parameters(plans_file: Path, dataset_json_file: Path, configuration: s
     if trainer is None:
         network, _ = network_from_plans(plans, dataset_json, configuration)
         return parameter_counts(network)
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans_manager = PlansManager(plans)
     cm = plans_manager.get_configuration(configuration)
-    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every folder it searches
-        trainer_class = recursive_find_trainer_class_by_name(trainer)
-    network = trainer_class.build_network_architecture(
+    network = find_trainer_class(trainer).build_network_architecture(
         plans_manager, cm, determine_num_input_channels(plans_manager, cm, dataset_json),
         plans_manager.get_label_manager(dataset_json).num_segmentation_heads, False)
     return parameter_counts(network)

@@ -7,8 +7,6 @@ training it does nothing, so a requeued or resubmitted job simply picks up where
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -88,22 +86,21 @@ def parse_methods(text: str, budget: Optional[str] = None) -> List[str]:
 
 def check_user_trainer(trainer: str, base: str, budget: str) -> None:
     """TRAINER of METHOD:TRAINER must be a class nnUNetv2_train finds, derived from METHOD's budget trainer."""
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunet_fuse.plans_network import find_trainer_class
 
     budget_trainer = METHODS[base].trainer(budget)
-    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every folder it searches
-        try:
-            found = recursive_find_trainer_class_by_name(trainer)
-        except (RuntimeError, AssertionError) as e:
-            raise ReproduceError(
-                f"--methods {base}:{trainer}: nnU-Net finds no trainer class '{trainer}'. Add the folder of the module "
-                f"that defines it to nnUNet_extTrainer (export nnUNet_extTrainer=\"$nnUNet_extTrainer:/its/folder\")"
-            ) from e
+    try:
+        found = find_trainer_class(trainer)
+    except (RuntimeError, AssertionError) as e:
+        raise ReproduceError(
+            f"--methods {base}:{trainer}: nnU-Net finds no trainer class '{trainer}'. Add the folder of the module "
+            f"that defines it to nnUNet_extTrainer (export nnUNet_extTrainer=\"$nnUNet_extTrainer:/its/folder\")"
+        ) from e
     if budget_trainer not in {c.__name__ for c in found.__mro__}:
         raise ReproduceError(
-            f"--methods {base}:{trainer}: {trainer} does not derive from {budget_trainer}, method '{base}''s trainer "
-            f"on --budget {budget}; subclass it (from nnunet_fuse.training.budget import {budget_trainer}) so that it "
-            f"trains that budget's schedule on {base}'s plans")
+            f"--methods {base}:{trainer}: {trainer} does not derive from {budget_trainer}, the trainer of method "
+            f"'{base}' on --budget {budget}; subclass it (from nnunet_fuse.training.budget import {budget_trainer}) "
+            f"so that it trains that budget's schedule on {base}'s plans")
 
 
 @dataclass(frozen=True)
