@@ -69,3 +69,34 @@ def test_label_regions_of_labels_and_regions():
     assert list(masks) == ["whole tumor", "enhancing"]
     assert masks["whole tumor"].tolist() == [False, True, True, True, False]
     assert masks["enhancing"].tolist() == [False, False, False, True, False]
+
+
+def test_export_contrast_leaves_out_what_lies_outside_the_nonzero_mask():
+    """export-fused's per-case contrast (fused_export.case_contrasts) measures a region's surroundings inside nnU-Net's
+    nonzero mask (label −1 outside): a lesion at the brain's edge is compared with the brain beside it, not with the
+    background beyond the edge."""
+    import torch
+    from torch import nn
+
+    from nnunet_fuse.fused_export import case_contrasts
+    from nnunet_fuse.imagefusion.network import FusionNetwork
+
+    rng = np.random.default_rng(0)
+    brain = np.zeros((24, 24), dtype=bool)
+    brain[:, 6:] = True
+    labels = np.where(brain, 0, -1)
+    labels[10:14, 6:10] = 1                 # a lesion touching the brain's left edge
+    tissue = rng.normal(1.0, 0.1, (24, 24))
+    data = np.stack([np.where(brain, tissue, -3.0), np.where(brain, tissue, -3.0)]).astype(np.float32)
+    data[:, labels == 1] = 2.0              # the lesion: 10 sds above the tissue around it
+    net = FusionNetwork(nn.Conv2d, channels=8, intensity_ranges=[[-3.0, 3.0]] * 2)
+    with torch.no_grad():
+        fused = net(torch.from_numpy(data)[None])[0, 0].numpy()
+    dataset_json = {"channel_names": {"0": "A", "1": "B"}, "labels": {"background": 0, "lesion": 1}}
+    contrasts = case_contrasts(net, data, fused, labels, dataset_json)
+    from nnunet_fuse.imagefusion.metrics import region_contrast, surrounding
+    lesion = labels == 1
+    inside = region_contrast(data[0], lesion, surrounding(lesion, brain))
+    assert contrasts["lesion"]["A"] == pytest.approx(inside) and inside > 8  # (2 − 1) / ~0.1
+    # with the background beyond the edge counted as surroundings its sd would be far larger, the contrast < 2
+    assert region_contrast(data[0], lesion, surrounding(lesion)) < 2
