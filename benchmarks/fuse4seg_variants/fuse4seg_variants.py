@@ -4,7 +4,7 @@ benchmarks/workdir_env.sh), e.g.
 
     nnunet-fuse reproduce -d 993 -c 2d --methods fuse4seg:nnUNetTrainerFuse4Seg_demo_lambda1 --budget demo ...
 """
-from nnunet_fuse.training.budget import nnUNetTrainerFuse4Seg_demo
+from nnunet_fuse.training.budget import nnUNetTrainerFuse4Seg_demo, nnUNetTrainerFuse4SegUnrolled_demo
 
 
 class nnUNetTrainerFuse4Seg_demo_nointensity(nnUNetTrainerFuse4Seg_demo):
@@ -30,3 +30,26 @@ class nnUNetTrainerFuse4Seg_demo_k2(nnUNetTrainerFuse4Seg_demo):
 class nnUNetTrainerFuse4Seg_demo_pretrain3(nnUNetTrainerFuse4Seg_demo):
     """3 of the 10 epochs of fusion pre-training (autoencoder) instead of 1."""
     fusion_pretrain_epochs = 3
+
+
+# issue 30's search around the unrolled leader gradient (fuse4seg-unrolled), one setting changed each
+
+
+class nnUNetTrainerFuse4SegUnrolled_demo_lambda1(nnUNetTrainerFuse4SegUnrolled_demo):
+    """Unrolled, λ = 1 instead of 0.5."""
+    leader_weight = 1.0
+
+
+class nnUNetTrainerFuse4SegUnrolled_demo_k2(nnUNetTrainerFuse4SegUnrolled_demo):
+    """Unrolled, K = 2 follower steps per leader step."""
+    follower_steps = 2
+
+
+class nnUNetTrainerFuse4SegUnrolled_demo_pretrain3(nnUNetTrainerFuse4SegUnrolled_demo):
+    """Unrolled, 3 of the 10 epochs of fusion pre-training instead of 1."""
+    fusion_pretrain_epochs = 3
+
+
+class nnUNetTrainerFuse4SegUnrolled_demo_nointensity(nnUNetTrainerFuse4SegUnrolled_demo):
+    """Unrolled, without the intensity loss (the fusion losses: gradient and decomposition only)."""
+    intensity_weight = 0.0
