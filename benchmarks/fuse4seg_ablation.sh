@@ -3,15 +3,17 @@
 # budget: (a) nnU-Net's network fed all channels, (b) the same segmentation network fed the plain average of the
 # rescaled modalities (no fusion learned: fuse4seg-average), (c) Fuse4Seg as shipped (first-order leader gradient),
 # (d) Fuse4Seg with the unrolled leader gradient (fuse4seg-unrolled).
-# usage: bash benchmarks/fuse4seg_ablation.sh WORKDIR DATA [BUDGET] [FOLDS]
+# usage: bash benchmarks/fuse4seg_ablation.sh WORKDIR DATA [BUDGET] [FOLDS] [METHODS]
 #   DATA synthetic: the two-modality synthetic data of the tests (20 training cases, 12 x 32 x 32), 2d;
 #   DATA brats: the 6 real BraTS 2013/2015 cases of ../shared/data (FLAIR, T1c; regions), 2d, at a CPU-sized patch
 #        and batch (PATCH, BATCH below) for every arm;
-#   BUDGET default demo (250 iterations); FOLDS default "0 1 2 3 4" (nnU-Net's folds over the cases).
+#   BUDGET default demo (250 iterations); FOLDS default "0 1 2 3 4" (nnU-Net's folds over the cases); METHODS default
+#   the four arms; the search adds trainer variants on the same folds and plans (benchmarks/fuse4seg_variants), e.g.
+#   fuse4seg-unrolled:nnUNetTrainerFuse4SegUnrolled_demo_lambda1 — their rows merge into the same report.
 # Resumable: run the same command again. Report: WORKDIR/report_DATA_BUDGET (results.md); for BraTS also the fused
 # image and the per-region contrast of one validation case of fold 0 (WORKDIR/case_brats_BUDGET).
 set -euo pipefail
-data=$2; budget=${3:-demo}; folds=${4:-0 1 2 3 4}
+data=$2; budget=${3:-demo}; folds=${4:-0 1 2 3 4}; methods=${5:-nnunet,fuse4seg-average,fuse4seg,fuse4seg-unrolled}
 source "$(dirname "$0")/workdir_env.sh" "$1"
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1} nnUNet_compile=false
 PATCH=${PATCH:-128,128} BATCH=${BATCH:-2}
@@ -35,7 +37,7 @@ if [ "$data" = brats ]; then  # one CPU-sized patch and batch for every arm (the
     --batch "$BATCH" --patch ${PATCH//,/ }
 fi
 # shellcheck disable=SC2086
-nnunet-fuse reproduce -d $id -c 2d --methods nnunet,fuse4seg-average,fuse4seg,fuse4seg-unrolled --folds $folds \
+nnunet-fuse reproduce -d $id -c 2d --methods "$methods" --folds $folds \
   --budget "$budget" -device cpu -np "$nnUNet_def_n_proc" -o "$work/report_${data}_$budget"
 # one validation case of the first fold: its fused image from each learned fusion, and each region's contrast
 first=${folds%% *}
