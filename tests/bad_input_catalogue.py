@@ -501,6 +501,16 @@ CASES: List[Case] = [
     Case("reproduce-cuda-without-gpu", "reproduce", "-device cuda on a machine without CUDA",
          lambda ws: ws.command("nnunet-fuse", "reproduce", "-d", str(TINY_ID), "-c", CONFIGURATION, "-device", "cuda",
                                "-o", str(ws.root / "cases" / "reproduce_cuda")), "no CUDA GPU"),
+    Case("reproduce-trainer-not-found", "reproduce", "--methods fuseunet:MyTrainer whose folder is not in "
+         "nnUNet_extTrainer",
+         lambda ws: ws.command("nnunet-fuse", "reproduce", "-d", str(TINY_ID), "-c", CONFIGURATION, "--budget", "smoke",
+                               "--methods", "fuseunet:nnUNetTrainerFuseUNet_smoke_mine",
+                               "-o", str(ws.root / "cases" / "reproduce_trainer")),
+         "finds no trainer class 'nnUNetTrainerFuseUNet_smoke_mine'"),
+    Case("reproduce-trainer-other-budget", "reproduce", "--methods fuseunet:T with T a trainer of another budget",
+         lambda ws: ws.command("nnunet-fuse", "reproduce", "-d", str(TINY_ID), "-c", CONFIGURATION, "--budget", "small",
+                               "--methods", f"fuseunet:{TRAINER}", "-o", str(ws.root / "cases" / "reproduce_budget")),
+         f"{TRAINER} does not derive from nnUNetTrainerFuseUNet_small"),
     # ---- classify, convert imagefolder
     Case("classify-no-classes", "classify train", "a dataset without classes.json",
          lambda ws: ws.command("nnunet-fuse", "classify", "train", "-d", str(TINY_ID), "-c", CONFIGURATION,
