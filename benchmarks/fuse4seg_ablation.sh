@@ -5,8 +5,10 @@
 # (d) Fuse4Seg with the unrolled leader gradient (fuse4seg-unrolled).
 # usage: bash benchmarks/fuse4seg_ablation.sh WORKDIR DATA [BUDGET] [FOLDS] [METHODS]
 #   DATA synthetic: the two-modality synthetic data of the tests (20 training cases, 12 x 32 x 32), 2d;
-#   DATA brats: the 6 real BraTS 2013/2015 cases of ../shared/data (FLAIR, T1c; regions), 2d, at a CPU-sized patch
-#        and batch (PATCH, BATCH below) for every arm;
+#   DATA brats: the 6 real BraTS 2013/2015 cases of ../shared/data (FLAIR, T1c; regions), 2d, for every arm at a
+#        CPU-sized plan: nnU-Net's 2d plan resampled to SPACING mm in-plane (default 2: a 240 x 240 slice becomes
+#        120 x 120, one PATCH-sized tile) with PATCH and BATCH below; nnU-Net's validation scores the predictions at
+#        the scans' own 1 mm grid;
 #   BUDGET default demo (250 iterations); FOLDS default "0 1 2 3 4" (nnU-Net's folds over the cases); METHODS default
 #   the four arms; the search adds trainer variants on the same folds and plans (benchmarks/fuse4seg_variants), e.g.
 #   fuse4seg-unrolled:nnUNetTrainerFuse4SegUnrolled_demo_lambda1 — their rows merge into the same report.
@@ -16,7 +18,7 @@ set -euo pipefail
 data=$2; budget=${3:-demo}; folds=${4:-0 1 2 3 4}; methods=${5:-nnunet,fuse4seg-average,fuse4seg,fuse4seg-unrolled}
 source "$(dirname "$0")/workdir_env.sh" "$1"
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1} nnUNet_compile=false
-PATCH=${PATCH:-128,128} BATCH=${BATCH:-2}
+PATCH=${PATCH:-128,128} BATCH=${BATCH:-2} SPACING=${SPACING:-2,2}
 case $data in
   synthetic)
     id=993 name=Dataset993_TwoModal
@@ -28,13 +30,23 @@ m('$nnUNet_raw', 993, name='TwoModal', n_train=20, n_test=4, shape=(12, 32, 32),
   *) echo "DATA must be synthetic or brats, got '$data'" >&2; exit 2;;
 esac
 folder=$nnUNet_preprocessed/$name
-[ -f "$folder/nnUNetPlans.json" ] || nnUNetv2_plan_and_preprocess -d $id -c 2d -np "$nnUNet_def_n_proc"
+if [ ! -f "$folder/nnUNetPlans.json" ]; then
+  if [ "$data" = brats ]; then  # the CPU-sized 2d plan, preprocessed by nnU-Net at its spacing
+    nnUNetv2_extract_fingerprint -d $id -np "$nnUNet_def_n_proc" && nnUNetv2_plan_experiment -d $id
+    # shellcheck disable=SC2086
+    python "$here/benchmarks/set_batch_and_patch.py" "$folder/nnUNetPlans.json" -c 2d --batch "$BATCH" \
+      --patch ${PATCH//,/ } --spacing ${SPACING//,/ }
+    nnUNetv2_preprocess -d $id -c 2d -np "$nnUNet_def_n_proc"
+  else
+    nnUNetv2_plan_and_preprocess -d $id -c 2d -np "$nnUNet_def_n_proc"
+  fi
+fi
 # Fuse4Seg's plans with nnU-Net's batch and patch (the same input for every arm); written once, kept after
 [ -f "$folder/nnUNetFuse4SegPlans.json" ] || nnunet-fuse plan -d $id --method fuse4seg -c 2d --keep-base-batch-and-patch
-if [ "$data" = brats ]; then  # one CPU-sized patch and batch for every arm (the architecture stays as planned)
+if [ "$data" = brats ]; then  # Fuse4Seg's plans at the same batch and patch (the architecture stays as planned)
   # shellcheck disable=SC2086
-  python "$here/benchmarks/set_batch_and_patch.py" "$folder/nnUNetPlans.json" "$folder/nnUNetFuse4SegPlans.json" -c 2d \
-    --batch "$BATCH" --patch ${PATCH//,/ }
+  python "$here/benchmarks/set_batch_and_patch.py" "$folder/nnUNetFuse4SegPlans.json" -c 2d --batch "$BATCH" \
+    --patch ${PATCH//,/ }
 fi
 # shellcheck disable=SC2086
 nnunet-fuse reproduce -d $id -c 2d --methods "$methods" --folds $folds \

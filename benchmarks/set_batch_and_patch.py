@@ -1,7 +1,9 @@
-"""Set one configuration's batch size (and patch size) in nnU-Net plans files, in place, for the benchmarks' CPU-sized
-runs where every arm must see the same input; a file that already has them is left untouched (trainings depend on it).
+"""Set one configuration's batch size (and patch size, and target spacing) in nnU-Net plans files, in place, for the
+benchmarks' CPU-sized runs where every arm must see the same input; a file that already has them is left untouched
+(trainings depend on it). A new spacing needs nnU-Net's preprocessing afterwards (nnUNetv2_preprocess).
 
     python benchmarks/set_batch_and_patch.py PLANS.json [PLANS.json ...] -c CONFIGURATION --batch B [--patch P P ...]
+        [--spacing S S ...]
 """
 import argparse
 import json
@@ -16,6 +18,7 @@ if __name__ == "__main__":
     parser.add_argument("-c", required=True, help="configuration, e.g. 2d")
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--patch", type=int, nargs="+", default=None, help="default: the plans' own")
+    parser.add_argument("--spacing", type=float, nargs="+", default=None, help="default: the plans' own")
     args = parser.parse_args()
     for plans_file in args.plans:
         plans = json.loads(plans_file.read_text())
@@ -25,7 +28,8 @@ if __name__ == "__main__":
                 check_patch_size(args.patch, configuration["architecture"]["arch_kwargs"]["strides"])
             except ValueError as e:
                 sys.exit(f"{plans_file.name}: {e}")
-        wanted = {"batch_size": args.batch, **({"patch_size": args.patch} if args.patch else {})}
+        wanted = {"batch_size": args.batch, **({"patch_size": args.patch} if args.patch else {}),
+                  **({"spacing": args.spacing} if args.spacing else {})}
         if any(configuration.get(k) != v for k, v in wanted.items()):
             configuration.update(wanted)
             plans_file.write_text(json.dumps(plans, indent=1))
