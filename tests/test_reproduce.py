@@ -112,6 +112,10 @@ def test_reproduce_trains_reports_and_resumes(planned_dataset, tmp_path):
     resumed_log = second.stdout.split("FuseUNet, fold 0: continuing")[1]
     assert "Epoch 1" in resumed_log and "Epoch 0" not in resumed_log
     assert (nnunet_fold / "checkpoint_final.pth").stat().st_mtime_ns == checkpoint_time
+    # the killed run (no clean-up) kept its finished epoch and its time on record, the resumed run added its own
+    runs = json.loads((fuse_fold / "training_record.json").read_text())["runs"]
+    assert [(r["start_epoch"], r["end_epoch"], r["ended"]) for r in runs] == [(0, 1, "running"), (1, 2, "finished")]
+    assert all(r["train_seconds"] > 0.1 for r in runs)
     report = json.loads((out / "results.json").read_text())
     rows = {m["method"]: m for m in report["methods"]}
     assert list(rows) == ["nnunet", "fuseunet"]

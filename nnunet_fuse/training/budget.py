@@ -25,7 +25,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -102,6 +102,9 @@ class BudgetRecordMixin:
         self.write_record("running")
 
     def on_epoch_end(self):
+        # the record first: a run killed without clean-up (SIGKILL, out of memory, a session's end) keeps the epochs
+        # and time of every epoch it checkpointed
+        self.write_record("running", epochs_done=self.current_epoch + 1)
         super().on_epoch_end()  # nnU-Net saves checkpoint_latest.pth and counts the epoch
         self.save_snapshot(overwrite=True)
 
@@ -123,17 +126,17 @@ class BudgetRecordMixin:
         self.write_record("finished")
         super().on_train_end()
 
-    def write_record(self, ended: str) -> None:
+    def write_record(self, ended: str, epochs_done: Optional[int] = None) -> None:
         """training_record.json with this run as it stands (``ended``: running, stopped by SIGNAL, finished; ``at``:
-        when it was written)."""
+        when it was written; ``epochs_done``: the epochs trained so far, default current_epoch)."""
         if self.local_rank != 0:
             return
+        end_epoch = self.current_epoch if epochs_done is None else epochs_done
         cuda = self.device.type == "cuda"
         peak = (torch.cuda.max_memory_allocated(self.device) if cuda else
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
         run = {**self._run, "ended": ended, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "end_epoch": self.current_epoch,
-               "epochs_this_run": self.current_epoch - self._run["start_epoch"],
+               "end_epoch": end_epoch, "epochs_this_run": end_epoch - self._run["start_epoch"],
                "train_seconds": time.perf_counter() - self._train_start, "peak_memory_mb": peak / 2 ** 20}
         runs = [*self._earlier_runs, run]
         record = {"trainer": type(self).__name__, "budget": self.budget, "schedule": BUDGETS[self.budget],
