@@ -141,3 +141,41 @@ def test_plain_nnunetv2_train_stops_on_sigterm_and_continues(planned_dataset, tm
         (0, 1, "stopped by SIGTERM"), (1, 2, "finished")]
     assert record["train_seconds"] == pytest.approx(sum(r["train_seconds"] for r in record["runs"]))
     assert (fold / "validation" / "summary.json").is_file()
+
+
+def test_sigterm_to_reproduce_stops_its_training_cleanly(planned_dataset, tmp_path):
+    """`kill PID` of a local `nnunet-fuse reproduce` (SIGTERM to it alone) in the training's second epoch: the signal
+    is passed on, nnUNetv2_train stops after its first epoch's checkpoint and records it, nothing is left running,
+    reproduce exits 75 saying to run it again — and the same command finishes the training."""
+    workdir, env, raw = planned_dataset
+    env = {**env, "nnUNet_results": str(tmp_path)}
+    fold = tmp_path / raw.name / "nnUNetTrainer_smoke__nnUNetPlans__2d" / "fold_0"
+    command = [str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--methods", "nnunet",
+               "--budget", "smoke", "-device", "cpu", "-o", str(tmp_path / "report")]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    output = []
+    try:
+        for line in process.stdout:
+            output.append(line)
+            if line.rstrip().endswith(": Epoch 1"):
+                process.send_signal(signal.SIGTERM)  # to reproduce alone, as `kill PID` does
+                break
+        code = process.wait(timeout=300)
+        output.append(process.stdout.read())
+        left = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    text = "".join(output)
+    assert code == INTERRUPTED_EXIT_CODE, text[-4000:]
+    assert left == [], f"processes of the stopped reproduce still running: {left}"
+    assert "nnunet_fuse: SIGTERM received in epoch 1: training stopped" in text
+    assert "run the same command again to continue" in text
+    record = json.loads((fold / "training_record.json").read_text())
+    assert [(r["start_epoch"], r["end_epoch"], r["ended"]) for r in record["runs"]] == [(0, 1, "stopped by SIGTERM")]
+    resumed = run(command, env).stdout
+    assert "continuing from its latest checkpoint" in resumed
+    assert (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()
