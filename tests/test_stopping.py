@@ -68,6 +68,30 @@ def test_the_papers_trainers_keep_a_checkpoint_every_epoch(method, trainer_name,
     assert isinstance(trainer.stop_on_signal, StopOnSignal)
 
 
+def sigterm_in_epoch_1(command, env):
+    """Run command in a session of its own and send SIGTERM to its first process (only) when a training prints
+    'Epoch 1'; returns (exit code, its output, ids of the session's processes still running after it ended), and
+    kills those (augmentation workers of a killed trainer would hold its output open)."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    output = []
+    try:
+        for line in process.stdout:
+            output.append(line)
+            if line.rstrip().endswith(": Epoch 1"):
+                process.send_signal(signal.SIGTERM)
+                break
+        code = process.wait(timeout=300)
+        left = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    output.append(process.stdout.read())
+    return code, "".join(output), left
+
+
 def test_plain_nnunetv2_train_stops_on_sigterm_and_continues(planned_dataset, tmp_path):
     """SIGTERM to nnUNetv2_train alone (no scheduler) in the second of two epochs: exit 75, the first epoch's
     checkpoint and the record of the run; --c ends with two epochs, as an uninterrupted training."""
@@ -82,30 +106,14 @@ def test_plain_nnunetv2_train_stops_on_sigterm_and_continues(planned_dataset, tm
     (fold / "curve" / "iteration_400" / "summary.json").write_text('{"foreground_mean": {"Dice": 0.5}}')
     command = [str(BIN / "nnUNetv2_train"), str(TINY_ID), "2d", "0", "-tr", "nnUNetTrainerFuseUNet_smoke",
                "-p", "nnUNetFuseUNetPlans", "-device", "cpu"]
-    training = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-    output = []
-    try:
-        for line in training.stdout:
-            output.append(line)
-            if line.rstrip().endswith(": Epoch 1"):
-                training.send_signal(signal.SIGTERM)  # to nnUNetv2_train alone, as `kill PID` does
-                break
-        code = training.wait(timeout=300)
-    finally:  # whatever it left running (augmentation workers of a killed trainer would hold its output open)
-        try:
-            os.killpg(training.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    output.append(training.stdout.read())
-    assert code == INTERRUPTED_EXIT_CODE, "".join(output)[-4000:]
-    assert "nnunet_fuse: SIGTERM received in epoch 1: training stopped" in "".join(output)
+    code, text, _ = sigterm_in_epoch_1(command, env)  # to nnUNetv2_train alone, as `kill PID` does
+    assert code == INTERRUPTED_EXIT_CODE, text[-4000:]
+    assert "nnunet_fuse: SIGTERM received in epoch 1: training stopped" in text
     moved = list((fold / "earlier_snapshots").glob("*/checkpoint_iteration_400.pth"))
     assert len(moved) == 1 and moved[0].read_bytes() == b"an earlier training's snapshot"
     assert moved[0].with_name("curve").joinpath("iteration_400", "summary.json").is_file()
     assert not (fold / "curve").exists()  # no curve point of the earlier training is reported as this one's
-    assert "snapshots of an earlier training in this folder (checkpoint_iteration_400.pth, curve) were moved to" \
-        in "".join(output)
+    assert "snapshots of an earlier training in this folder (checkpoint_iteration_400.pth, curve) were moved to" in text
     latest = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
     assert latest["current_epoch"] == 1 and not (fold / "checkpoint_final.pth").exists()
     record = json.loads((fold / "training_record.json").read_text())
@@ -152,24 +160,7 @@ def test_sigterm_to_reproduce_stops_its_training_cleanly(planned_dataset, tmp_pa
     fold = tmp_path / raw.name / "nnUNetTrainer_smoke__nnUNetPlans__2d" / "fold_0"
     command = [str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--methods", "nnunet",
                "--budget", "smoke", "-device", "cpu", "-o", str(tmp_path / "report")]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    output = []
-    try:
-        for line in process.stdout:
-            output.append(line)
-            if line.rstrip().endswith(": Epoch 1"):
-                process.send_signal(signal.SIGTERM)  # to reproduce alone, as `kill PID` does
-                break
-        code = process.wait(timeout=300)
-        output.append(process.stdout.read())
-        left = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    text = "".join(output)
+    code, text, left = sigterm_in_epoch_1(command, env)  # to reproduce alone, as `kill PID` does
     assert code == INTERRUPTED_EXIT_CODE, text[-4000:]
     assert left == [], f"processes of the stopped reproduce still running: {left}"
     assert "nnunet_fuse: SIGTERM received in epoch 1: training stopped" in text
