@@ -23,7 +23,10 @@ class StepFailed(RuntimeError):
 _running: List[subprocess.Popen] = []  # the step run_step is running now, for stop_running_step
 
 
-def stop_running_step(signal_number: int, timeout: float) -> Optional[int]:
+STOP_TIMEOUT = 120  # seconds a step gets to stop after a forwarded signal (a checkpoint being written finishes first)
+
+
+def stop_running_step(signal_number: int, timeout: float = STOP_TIMEOUT) -> Optional[int]:
     """Send ``signal_number`` to the step that run_step is running (if any) and wait up to ``timeout`` seconds for it
     to end; its exit code, or None when nothing ran or it did not end in time."""
     if not _running or _running[-1].poll() is not None:

@@ -19,8 +19,20 @@ def trainer_deep_supervision(plans: dict) -> bool:
     return bool(load_overlay(plans[MARKER_KEY]["method"]).get("trainer_deep_supervision", False))
 
 
-def network_from_plans(plans: dict, dataset_json: dict, configuration: str, deep_supervision: bool = False):
-    """The network a plans configuration builds, constructed as nnU-Net's trainers do (no weight init).
+def find_trainer_class(name: str) -> type:
+    """The trainer class nnUNetv2_train would use (nnU-Net's package, then the folders of nnUNet_extTrainer), found
+    quietly; RuntimeError or AssertionError (nnU-Net's) where there is none of that name."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every folder it searches
+        return recursive_find_trainer_class_by_name(name)
+
+
+def network_from_plans(plans: dict, dataset_json: dict, configuration: str, deep_supervision: bool = False,
+                       trainer: Optional[str] = None):
+    """The network a plans configuration builds, constructed as nnU-Net's trainers do (no weight init); ``trainer``:
+    built by that trainer class's own build_network_architecture instead (a user's variant may change the
+    architecture; nnU-Net's initialisation included).
 
     Returns (network, configuration_manager); IncompatibleVersionError for plans this version cannot build.
     """
@@ -31,40 +43,24 @@ def network_from_plans(plans: dict, dataset_json: dict, configuration: str, deep
     check_compatible(plans, f"plans '{plans.get('plans_name')}'")
     plans_manager = PlansManager(plans)
     cm = plans_manager.get_configuration(configuration)
-    network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                     cm.network_arch_init_kwargs_req_import,
-                                     determine_num_input_channels(plans_manager, cm, dataset_json),
-                                     plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
-                                     allow_init=False, deep_supervision=deep_supervision)
+    inputs = determine_num_input_channels(plans_manager, cm, dataset_json)
+    outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    if trainer is not None:
+        network = find_trainer_class(trainer).build_network_architecture(plans_manager, cm, inputs, outputs,
+                                                                          deep_supervision)
+    else:
+        network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                         cm.network_arch_init_kwargs_req_import, inputs, outputs, allow_init=False,
+                                         deep_supervision=deep_supervision)
     return network, cm
-
-
-def find_trainer_class(name: str) -> type:
-    """The trainer class nnUNetv2_train would use (nnU-Net's package, then the folders of nnUNet_extTrainer), found
-    quietly; RuntimeError or AssertionError (nnU-Net's) where there is none of that name."""
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
-    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every folder it searches
-        return recursive_find_trainer_class_by_name(name)
 
 
 def count_parameters(plans_file: Path, dataset_json_file: Path, configuration: str,
                      trainer: Optional[str] = None) -> Dict[str, int]:
-    """Parameters of the network a plans configuration builds (as the trainer builds it, deep supervision off);
-    ``trainer``: a trainer class nnU-Net finds whose own build_network_architecture builds it (a user's variant may
-    change the architecture)."""
+    """Parameters of the network a plans configuration builds (as the trainer builds it, deep supervision off;
+    ``trainer``: see network_from_plans)."""
     from nnunet_fuse.architectures import parameter_counts
 
-    plans, dataset_json = json.loads(plans_file.read_text()), json.loads(dataset_json_file.read_text())
-    if trainer is None:
-        network, _ = network_from_plans(plans, dataset_json, configuration)
-        return parameter_counts(network)
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    plans_manager = PlansManager(plans)
-    cm = plans_manager.get_configuration(configuration)
-    network = find_trainer_class(trainer).build_network_architecture(
-        plans_manager, cm, determine_num_input_channels(plans_manager, cm, dataset_json),
-        plans_manager.get_label_manager(dataset_json).num_segmentation_heads, False)
+    network, _ = network_from_plans(json.loads(plans_file.read_text()), json.loads(dataset_json_file.read_text()),
+                                    configuration, trainer=trainer)
     return parameter_counts(network)

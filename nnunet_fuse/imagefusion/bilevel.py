@@ -10,9 +10,9 @@ as DARTS' second-order step):
 the second-order product by a forward difference, (∂L/∂F (θ0 + εv) − ∂L/∂F (θ0)) / ε with ε = finite_difference /
 |v|, so no second-order graph is kept: three forward-backward passes of the segmentation network (at θ0, at θ1, at
 θ0 + εv), one at a time, and the fusion network's one, so the peak memory is the first-order step's plus three
-copies of the follower's parameters (θ0, v, θ1). α is the follower's step per unit of gradient: its learning rate, × (1 + momentum) for
-Nesterov momentum (nnU-Net's SGD), whose update takes the current gradient twice; gradient clipping is not
-differentiated.
+copies of the follower's parameters (θ0, v, θ1). α is the follower's step per unit of gradient: its learning rate,
+× (1 + momentum) for Nesterov momentum (nnU-Net's SGD), whose update takes the current gradient twice; gradient
+clipping is not differentiated.
 
 ``"first-order"`` (the earlier step, kept for comparison): one forward and one backward of both networks. The fused
 image enters the segmentation network through a view whose gradient is scaled by λ, so the fusion network receives

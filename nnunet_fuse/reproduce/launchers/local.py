@@ -16,19 +16,16 @@ from nnunet_fuse.commands import stop_running_step
 from nnunet_fuse.reproduce.launchers import Launcher
 from nnunet_fuse.reproduce.runs import Training, TrainingInterrupted, run_training
 
-STOP_TIMEOUT = 120  # seconds a step gets to stop after the signal (a checkpoint being written finishes first)
-
-
 @contextmanager
 def forwarding_sigterm() -> Iterator[None]:
     """Within: SIGTERM goes to the running step (which then ends with its own exit code); with no step running, or
-    one that does not end in STOP_TIMEOUT, TrainingInterrupted."""
+    one that does not end in commands.STOP_TIMEOUT, TrainingInterrupted."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def forward(signum, frame):
-        if stop_running_step(signum, STOP_TIMEOUT) is None:
+        if stop_running_step(signum) is None:
             raise TrainingInterrupted("SIGTERM received between steps")
 
     earlier = signal.signal(signal.SIGTERM, forward)

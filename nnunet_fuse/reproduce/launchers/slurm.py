@@ -93,7 +93,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """SLURM's warning signal came: nnUNetv2_train got it too and stops after its last checkpoint; once it has
         ended, the same job is requeued (run_training then continues it with --c)."""
-        stop_running_step(signal.SIGUSR2, timeout=120)
+        stop_running_step(signal.SIGUSR2)
         return super().checkpoint(*args, **kwargs)
 
 
