@@ -76,8 +76,9 @@ def _plan(args: argparse.Namespace) -> int:
               f"{hosts[0]} --segment-with {args.segment_with}); --method {args.method} has no separate segmentation "
               f"network: leave --segment-with out", file=sys.stderr)
         return 2
+    settings = {} if args.state_channels is None else {"state_channels": args.state_channels}
     result = write_plans_variant(preprocessed, args.d, method, args.base_plans, args.c, args.plans_name,
-                                 args.overwrite, args.keep_base_batch_and_patch)
+                                 args.overwrite, args.keep_base_batch_and_patch, settings)
     same = " (it already holds these configurations as this version plans them: nothing to replace)" \
         if result["status"] == "unchanged" else ""
     print(f"{result['status']}: {result['path']}{same}")
@@ -477,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--segment-with", choices=["fuseunet"], default=None,
                       help="with --method fuse4seg: the segmentation network behind the fusion stage (default: "
                            "nnU-Net's own from the base plans; fuseunet: the FuseUNet decoder)")
+    plan.add_argument("--state-channels", type=whole_number(1), default=None, metavar="N",
+                      help="FuseUNet decoder: channels of its ODE state, the decoder's only full-resolution features "
+                           "(default: the paper's, 2 per output and at least 6); what a wider state gives and costs: "
+                           "README, FuseUNet")
     plan.set_defaults(func=_plan)
 
     env = sub.add_parser("env", help="print the export line for nnUNet_extTrainer: eval \"$(nnunet-fuse env)\"")

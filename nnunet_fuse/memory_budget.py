@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -33,13 +33,15 @@ def estimate_per_sample(plans: dict, dataset_json: dict, configuration: str) -> 
 
 
 def fit_to_memory(variant: dict, base_plans: dict, overlay: dict, dataset_json: dict,
-                  log: Callable[[str], None] = print) -> Dict[str, dict]:
+                  log: Callable[[str], None] = print,
+                  arch_settings: Optional[Dict[str, object]] = None) -> Dict[str, dict]:
     """Budget each configuration of ``variant`` (in place) for the method's own network, as nnU-Net's planner
     budgets its own: the memory is what the base plans use (the base batch × nnU-Net's estimate of its network at
     the base patch, whatever GPU target or planner they were made with), the cost per sample is
     ``estimate_per_sample`` at the patch. If the base batch does not fit, the batch is lowered (never below 2, or 1
     where the base batch is 1), then the patch is shrunk by one total stride along the axis largest against the
-    median image shape (the network's stages and the preprocessed data stay), as nnU-Net's planner shrinks it.
+    median image shape (the network's stages and the preprocessed data stay), as nnU-Net's planner shrinks it;
+    ``arch_settings``: those ``variant`` was made with (``make_plans_variant``), kept at every trial patch.
     Configurations that inherit their patch are left as they are. Returns {configuration: budget record}; the
     records are also written into the plans (``nnunet_fuse.memory_budget``). Raises PlanningError when not even the
     smallest patch fits."""
@@ -74,7 +76,7 @@ def fit_to_memory(variant: dict, base_plans: dict, overlay: dict, dataset_json: 
             patch[axis] -= strides[axis]
             trial_base = copy.deepcopy(base_plans)
             trial_base["configurations"][name]["patch_size"] = list(patch)
-            trial = make_plans_variant(trial_base, overlay, variant["plans_name"], [name])
+            trial = make_plans_variant(trial_base, overlay, variant["plans_name"], [name], arch_settings)
         cfg["batch_size"], cfg["patch_size"] = int(batch), list(patch)
         cfg["architecture"] = trial["configurations"][name]["architecture"]  # HiFuse's windows follow the patch
         records[name] = {"base_batch_size": base_batch, "base_patch_size": base_patch, "batch_size": int(batch),

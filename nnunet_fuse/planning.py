@@ -84,12 +84,20 @@ def _dependency_closure(configurations: dict, names: Iterable[str]) -> List[str]
 
 
 def make_plans_variant(base_plans: dict, overlay: dict, plans_name: str,
-                       configurations: Optional[Sequence[str]] = None) -> dict:
+                       configurations: Optional[Sequence[str]] = None,
+                       arch_settings: Optional[Dict[str, object]] = None) -> dict:
     """Return a new plans dict for the overlay's method; ``base_plans`` is not modified.
 
     configurations: the ones to keep (default: all); configurations they inherit or cascade from are kept too.
-    Raises PlanningError for an unknown configuration or a network the method cannot replace.
+    arch_settings: values for the method's own network arguments (e.g. {"state_channels": 32}) instead of its defaults.
+    Raises PlanningError for an unknown configuration, a network the method cannot replace, or a setting the
+    method's network does not have.
     """
+    for setting in arch_settings or {}:
+        if setting not in overlay.get("add_arch_kwargs", {}):
+            having = [m for m in available_methods() if setting in load_overlay(m).get("add_arch_kwargs", {})]
+            raise PlanningError(f"method '{overlay['method']}' has no network setting '{setting}'; methods with it: "
+                                f"{', '.join(having) or 'none'}")
     plans = copy.deepcopy(base_plans)
     all_configurations = plans["configurations"]
     wanted = list(all_configurations) if not configurations else list(configurations)
@@ -132,6 +140,7 @@ def make_plans_variant(base_plans: dict, overlay: dict, plans_name: str,
             kwargs.pop(key, None)
         for key, value in overlay.get("add_arch_kwargs", {}).items():
             kwargs.setdefault(key, value)
+        kwargs.update(arch_settings or {})
         if "segmentation_network_by_base" in overlay and kwargs.get("fusion_intensity_ranges") is None:
             kwargs["fusion_intensity_ranges"] = intensity_ranges(plans, name)
         if "window_attention" in overlay and "patch_size" in cfg:  # HiFuse: global attention where affordable
@@ -176,10 +185,12 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
                         base_plans_name: str = "nnUNetPlans", configurations: Optional[Sequence[str]] = None,
                         plans_name: Optional[str] = None, overwrite: bool = False,
                         keep_base_batch_and_patch: bool = False,
+                        arch_settings: Optional[Dict[str, object]] = None,
                         log: Callable[[str], None] = print) -> Dict[str, object]:
     """Write ``<plans_name>.json`` next to ``<base_plans_name>.json`` in the dataset's preprocessed folder, each
     configuration's batch and patch budgeted for the method's network (``fit_to_memory``) unless
-    ``keep_base_batch_and_patch`` (same-input comparisons); ``log`` gets a line per change.
+    ``keep_base_batch_and_patch`` (same-input comparisons); ``arch_settings`` as in ``make_plans_variant``; ``log``
+    gets a line per change.
 
     Returns {"path", "plans_name", "configurations", "trainer", "status", "notes"} where status is "written" or
     "unchanged". Configurations are added to an existing variant of ours (``merged_variant``); refuses to touch a
@@ -204,7 +215,7 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
                             f"no .json), e.g. nnUNetFuseUNetPlans; it becomes <name>.json beside nnU-Net's plans")
     if plans_name == base_plans_name:
         raise PlanningError("the variant's plans name must differ from the base plans name")
-    plans = make_plans_variant(base_plans, overlay, plans_name, configurations)
+    plans = make_plans_variant(base_plans, overlay, plans_name, configurations, arch_settings)
     notes = []
     left_out = sorted(cascade_configurations(base_plans["configurations"], overlay) - set(plans["configurations"]))
     if left_out:
@@ -216,7 +227,7 @@ def write_plans_variant(preprocessed_root: Union[str, Path], dataset: Union[int,
     else:
         from nnunet_fuse.memory_budget import fit_to_memory  # it builds variants with this module's functions
 
-        fit_to_memory(plans, base_plans, overlay, read_json(folder / "dataset.json"), notes.append)
+        fit_to_memory(plans, base_plans, overlay, read_json(folder / "dataset.json"), notes.append, arch_settings)
     for cfg in plans["configurations"].values():  # Fuse4Seg: the ranges of the data as preprocessed, where it is
         kwargs = cfg.get("architecture", {}).get("arch_kwargs", {})
         data_folder = folder / str(cfg.get("data_identifier"))

@@ -410,6 +410,12 @@ CASES: List[Case] = [
     Case("plan-segment-with-fuseunet-alone", "plan", "--method fuseunet --segment-with fuseunet",
          lambda ws: _plan(ws, "-d", str(TINY_ID), "--method", "fuseunet", "--segment-with", "fuseunet"),
          "--segment-with picks the segmentation network behind fuse4seg or hifuse"),
+    Case("plan-state-channels-without-fuseunet", "plan", "--method hifuse --state-channels 32 (no FuseUNet decoder)",
+         lambda ws: _plan(ws, "-d", str(TINY_ID), "--method", "hifuse", "--state-channels", "32"),
+         "no network setting 'state_channels'; methods with it: fuse4seg-fuseunet, fuseunet, hifuse-fuseunet"),
+    Case("plan-state-channels-zero", "plan", "--state-channels 0",
+         lambda ws: _plan(ws, "-d", str(TINY_ID), "--method", "fuseunet", "--state-channels", "0"),
+         "'0' is not a whole number of at least 1"),
     Case("plan-fuse4seg-one-channel", "plan", "Fuse4Seg on a one-channel dataset",
          lambda ws: _plan(ws, "-d", str(TINY_ID), "--method", "fuse4seg"), "needs at least 2 image channels"),
     # ---- train (inside nnU-Net's command: the message is the last line of its traceback)

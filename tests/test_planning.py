@@ -110,6 +110,37 @@ def test_configuration_subset_and_rewrite_rules(planned_dataset, monkeypatch, ca
     assert "configurations to write" in usage and "an existing variant keeps its other configurations" in usage
 
 
+def test_state_channels_setting_reaches_the_network_and_its_memory_budget(planned_dataset):
+    """`nnunet-fuse plan --state-channels 32`: the plans carry it, the network nnU-Net builds from them has a 32-channel
+    state, the memory budget counts it, and a variant trained with another width is not rewritten silently."""
+    workdir, _, raw = planned_dataset
+    pre = workdir / "nnUNet_preprocessed"
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    budgets, widths = {}, {}
+    for width in (None, 32):
+        name = f"test_state_{width}"
+        result = write_plans_variant(pre, TINY_ID, "fuseunet", configurations=["3d_fullres"], plans_name=name,
+                                     arch_settings={} if width is None else {"state_channels": width})
+        pm = PlansManager(json.loads(result["path"].read_text()))
+        cm = pm.get_configuration("3d_fullres")
+        assert cm.network_arch_init_kwargs["state_channels"] == width
+        net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                     cm.network_arch_init_kwargs_req_import, 1,
+                                     pm.get_label_manager(dataset_json).num_segmentation_heads, deep_supervision=False)
+        widths[width] = net.decoder.head.weight.shape[1]
+        budgets[width] = json.loads(result["path"].read_text())["nnunet_fuse"]["memory_budget"]["3d_fullres"]
+    assert widths == {None: 8, 32: 32}  # the paper's 2K for K = 4 outputs, and the setting
+    assert budgets[32]["estimate_per_sample"] > budgets[None]["estimate_per_sample"]  # the wider state is counted
+    # here the 32-channel state keeps more than nnU-Net's network: the patch shrinks, and the shrunk plans (made
+    # again at each trial patch) keep the setting
+    assert budgets[None]["patch_size"] == budgets[None]["base_patch_size"] != budgets[32]["patch_size"]
+    with pytest.raises(PlanningError, match="different"):
+        write_plans_variant(pre, TINY_ID, "fuseunet", configurations=["3d_fullres"], plans_name="test_state_32",
+                            arch_settings={"state_channels": 16})
+    assert json.loads((preprocessed_folder(workdir) / "test_state_32.json").read_text())["configurations"][
+        "3d_fullres"]["architecture"]["arch_kwargs"]["state_channels"] == 32
+
+
 def test_inheriting_and_cascade_configurations_keep_their_parents():
     base = {"plans_name": "nnUNetPlans", "configurations": {
         "3d_fullres": {"data_identifier": "a", "architecture": {

@@ -234,28 +234,36 @@ def curve_table(rows: List[dict]) -> str:
 
 
 def plot_curves(report: dict, png: Path) -> None:
-    """Mean validation Dice against iterations per method, ± sd over folds shaded."""
+    """Mean validation Dice against iterations per method, ± sd over folds shaded: on the whole 0-1 scale (left) and
+    zoomed on the later half of the iterations (right), where differences of 0.01 decide."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in report["methods"]:
-        if not r.get("curve"):
-            continue
+    rows = [r for r in report["methods"] if r.get("curve")]
+    last = max(p["iterations"] for r in rows for p in r["curve"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    zoomed = []
+    for r in rows:
         x = np.array([p["iterations"] for p in r["curve"]])
         mean = np.array([p["mean_dice"] for p in r["curve"]])
-        line, = ax.plot(x, mean, marker="o", label=r["label"])
-        sd = np.array([np.nan if p["sd"] is None else p["sd"] for p in r["curve"]])
-        if not np.isnan(sd).all():
-            ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("training iterations")
-    ax.set_ylabel("validation mean Dice (foreground)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(f"{report['dataset']} {report['configuration']}, folds {report['folds']}: mean ± sd over folds")
+        sd = np.nan_to_num(np.array([np.nan if p["sd"] is None else p["sd"] for p in r["curve"]], dtype=float))
+        late = x >= last / 2
+        zoomed += [*(mean - sd)[late], *(mean + sd)[late]]
+        for ax, keep in zip(axes, (np.ones_like(late), late)):
+            line, = ax.plot(x[keep], mean[keep], marker="o", label=r["label"])
+            ax.fill_between(x[keep], (mean - sd)[keep], (mean + sd)[keep], color=line.get_color(), alpha=0.2)
+    margin = max(0.005, 0.1 * (max(zoomed) - min(zoomed)))
+    axes[0].set_ylim(0, 1)
+    axes[1].set_ylim(max(0.0, min(zoomed) - margin), min(1.0, max(zoomed) + margin))
+    axes[1].set_title(f"zoomed: from {last // 2} iterations on")
+    for ax in axes:
+        ax.set_xlabel("training iterations")
+        ax.set_ylabel("validation mean Dice (foreground)")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[0].set_title(f"{report['dataset']} {report['configuration']}, folds {report['folds']}: mean ± sd over folds")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
