@@ -281,6 +281,28 @@ def test_learning_curve_table_marks_differences_beyond_the_fold_spread():
     assert "-0.025 (within the fold spread)" in lines[3]
 
 
+def test_report_table_gives_the_fold_spread_and_marks_differences_beyond_it():
+    """Mean Dice ± sd over folds per row, and each row's difference from nnU-Net's network on the same folds:
+    beyond when larger than both sds, within otherwise; a row trained on other folds is not compared."""
+    from nnunet_fuse.reproduce.report import report_table
+
+    def row(method, per_fold_dice):
+        per_fold = {str(f): {"mean_dice": d} for f, d in per_fold_dice.items()}
+        return {"method": method, "label": method, "per_fold": per_fold, "dice": {"A": 0.5},
+                "mean_dice": sum(per_fold_dice.values()) / len(per_fold_dice), "mean_hd95": None,
+                "parameters": {"total": 1e6}, "train_seconds": None, "peak_memory_mb": None}
+
+    report = {"published": None, "methods": [row("fuse4seg", {0: 0.70, 1: 0.74}), row("nnunet", {0: 0.80, 1: 0.84}),
+                                             row("average", {0: 0.79, 1: 0.81}), row("variant", {0: 0.6})]}
+    lines = report_table(report).splitlines()
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines]
+    assert cells[0][3:5] == ["mean Dice", "− nnunet"]
+    assert cells[2][3:5] == ["0.720 ± 0.028", "-0.100 (beyond the fold spread)"]
+    assert cells[3][3:5] == ["0.820 ± 0.028", "—"]
+    assert cells[4][3:5] == ["0.800 ± 0.014", "-0.020 (within the fold spread)"]
+    assert cells[5][3:5] == ["0.600", "other folds"]
+
+
 def test_reproduce_cli_errors(planned_dataset):
     _, env, _ = planned_dataset
     result = run([str(BIN / "nnunet-fuse"), "reproduce", "-d", str(TINY_ID), "-c", "2d", "--methods", "hifuse,unet"],

@@ -9,7 +9,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -210,7 +210,7 @@ def curve_table(rows: List[dict]) -> str:
     """Validation Dice against iterations, mean ± sd over folds, and each method's difference from nnU-Net's network
     (else the first method), marked where it is larger than both methods' fold-to-fold spread."""
     rows = [r for r in rows if r.get("curve")]
-    reference = next((r for r in rows if r["method"] == "nnunet"), rows[0])
+    reference = reference_row(rows)
     rows = [reference, *(r for r in rows if r is not reference)]
     by_iterations = [{p["iterations"]: p for p in r["curve"]} for r in rows]
     table = [["iterations", *[r["label"] for r in rows], *[f"{r['label']} − {reference['label']}" for r in rows[1:]]]]
@@ -218,19 +218,25 @@ def curve_table(rows: List[dict]) -> str:
         points = [points.get(iterations) for points in by_iterations]
         cells = ["—" if p is None else f"{p['mean_dice']:.3f}" + ("" if p["sd"] is None else f" ± {p['sd']:.3f}")
                  for p in points]
-        for p in points[1:]:
-            if p is None or points[0] is None:
-                cells.append("—")
-                continue
-            difference = p["mean_dice"] - points[0]["mean_dice"]
-            if p["sd"] is None or points[0]["sd"] is None:
-                verdict = "one fold: no spread"
-            else:
-                verdict = "beyond" if abs(difference) > max(p["sd"], points[0]["sd"]) else "within"
-                verdict += " the fold spread"
-            cells.append(f"{difference:+.3f} ({verdict})")
+        cells += ["—" if p is None or points[0] is None else
+                  difference_cell(p["mean_dice"], p["sd"], points[0]["mean_dice"], points[0]["sd"])
+                  for p in points[1:]]
         table.append([str(iterations), *cells])
     return format_table(table)
+
+
+def difference_cell(value: float, sd: Optional[float], reference: float, reference_sd: Optional[float]) -> str:
+    """'+0.012 (beyond the fold spread)': value − reference, beyond when larger than both sds over folds."""
+    if sd is None or reference_sd is None:
+        verdict = "one fold: no spread"
+    else:
+        verdict = ("beyond" if abs(value - reference) > max(sd, reference_sd) else "within") + " the fold spread"
+    return f"{value - reference:+.3f} ({verdict})"
+
+
+def reference_row(rows: List[dict]) -> dict:
+    """The row the others are compared with: nnU-Net's network where the report has it, else the first."""
+    return next((r for r in rows if r["method"] == "nnunet"), rows[0])
 
 
 def plot_curves(report: dict, png: Path) -> None:
@@ -270,15 +276,25 @@ def plot_curves(report: dict, png: Path) -> None:
 
 
 def report_table(report: dict) -> str:
+    """One row per method: mean over its folds (mean Dice ± sd over folds) and, beside it, its difference from
+    nnU-Net's network (else the first method) on the same folds, marked beyond or within the fold spread."""
     rows = report["methods"]
     names = list(rows[0]["dice"])
-    header = ["method", "folds", *[f"Dice {n}" for n in names], "mean Dice", "HD95 mm", "params M", "batch", "patch",
-              "train min", "peak memory MB"]
+    reference = reference_row(rows)
+    header = ["method", "folds", *[f"Dice {n}" for n in names], "mean Dice", f"− {reference['label']}", "HD95 mm",
+              "params M", "batch", "patch", "train min", "peak memory MB"]
     table = [header]
     for r in rows:
         folds = r.get("folds") or sorted(int(f) for f in r["per_fold"])
+        mean, sd = fold_spread(r)
+        if r is reference:
+            difference = "—"
+        elif sorted(r["per_fold"]) != sorted(reference["per_fold"]):
+            difference = "other folds"
+        else:
+            difference = difference_cell(mean, sd, *fold_spread(reference))
         table.append([r["label"], ",".join(map(str, folds)), *[f"{r['dice'][n]:.3f}" for n in names],
-                      f"{r['mean_dice']:.3f}",
+                      f"{mean:.3f}" + ("" if sd is None else f" ± {sd:.3f}"), difference,
                       "—" if r["mean_hd95"] is None else f"{r['mean_hd95']:.2f}",
                       f"{r['parameters']['total'] / 1e6:.2f}", str(r.get("batch_size", "—")),
                       " × ".join(map(str, r["patch_size"])) if r.get("patch_size") else "—",
@@ -286,8 +302,13 @@ def report_table(report: dict) -> str:
                       "—" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"])
     if report["published"]:
         p = report["published"]
-        table.append([f"published: {p['source']}", "0-4", *["—"] * len(names), f"{p['mean_dice']:.4f}", *["—"] * 6])
+        table.append([f"published: {p['source']}", "0-4", *["—"] * len(names), f"{p['mean_dice']:.4f}", *["—"] * 7])
     return format_table(table)
+
+
+def fold_spread(row: dict) -> Tuple[float, Optional[float]]:
+    """A row's mean Dice and its sd over the row's folds (None for one fold)."""
+    return mean_and_sd([f["mean_dice"] for f in row["per_fold"].values()])
 
 
 def write_report(report: dict, out_folder: Path) -> None:
@@ -298,8 +319,10 @@ def write_report(report: dict, out_folder: Path) -> None:
             f"({report['schedule']['epochs']} epochs × {report['schedule']['iterations_per_epoch']} iterations), "
             f"folds {report['folds']}, {report['device']}, {report['date']}\n\n{report_table(report)}\n\n"
             f"Dice: nnU-Net's evaluator on each fold's validation cases (nnUNetv2_train's final validation), mean "
-            f"over the row's folds. HD95: mean over labels/regions of the mean over cases (nnunet_fuse.metrics; cases "
-            f"where one mask is empty left out). Train: the training loop only. Peak memory: {kind}.\n")
+            f"over the row's folds (mean Dice ± sd over them: {SPREAD_NOTE}); the difference from "
+            f"{reference_row(report['methods'])['label']} on the same folds is beyond the fold spread when it is "
+            f"larger than both rows' sd. HD95: mean over labels/regions of the mean over cases (nnunet_fuse.metrics; "
+            f"cases where one mask is empty left out). Train: the training loop only. Peak memory: {kind}.\n")
     curves = any(r.get("curve") for r in report["methods"])
     if curves:
         text += (f"\n## Validation Dice against iterations\n\n{curve_table(report['methods'])}\n\nMean foreground Dice "
