@@ -25,3 +25,10 @@ class nnUNetTrainerFuseUNet_long_state32(nnUNetTrainerFuseUNet_long):
         configuration = copy.deepcopy(configuration_manager.configuration)
         configuration["architecture"]["arch_kwargs"]["state_channels"] = cls.state_channels
         return super().build_network_architecture(plans_manager, ConfigurationManager(configuration), *args, **kwargs)
+
+
+class nnUNetTrainerFuseUNet_long_state16(nnUNetTrainerFuseUNet_long_state32):
+    """A 16-channel ODE state: the widest that keeps FuseUNet within the memory nnU-Net plans for its own network at
+    Hippocampus's batch and patch (nnU-Net's estimate per sample 0.84× its network's; 32 channels: 1.28×)."""
+
+    state_channels = 16
