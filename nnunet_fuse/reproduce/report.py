@@ -319,7 +319,7 @@ def write_report(report: dict, out_folder: Path) -> None:
             f"({report['schedule']['epochs']} epochs × {report['schedule']['iterations_per_epoch']} iterations), "
             f"folds {report['folds']}, {report['device']}, {report['date']}\n\n{report_table(report)}\n\n"
             f"Dice: nnU-Net's evaluator on each fold's validation cases (nnUNetv2_train's final validation), mean "
-            f"over the row's folds (mean Dice ± sd over them: {SPREAD_NOTE}); the difference from "
+            f"over the row's folds (± {SPREAD_NOTE}); the difference from "
             f"{reference_row(report['methods'])['label']} on the same folds is beyond the fold spread when it is "
             f"larger than both rows' sd. HD95: mean over labels/regions of the mean over cases (nnunet_fuse.metrics; "
             f"cases where one mask is empty left out). Train: the training loop only. Peak memory: {kind}.\n")
