@@ -265,25 +265,36 @@ def test_reproduce_trains_a_users_trainer_on_a_methods_plans(planned_dataset, tm
 
 def test_learning_curve_table_marks_differences_beyond_the_fold_spread():
     """Mean ± sd over folds at the iterations every fold has; differences from nnU-Net's network (whatever the
-    order) beyond both methods' sd are marked so, the others within."""
+    order) on the method's own folds, beyond both methods' sd there marked so, the others within; a method on fewer
+    folds is compared on those, one on a fold nnU-Net's network lacks is not compared."""
     from nnunet_fuse.reproduce import curve_summary, curve_table
 
     fuse = curve_summary([{500: 0.70, 1000: 0.71, 1500: 0.8}, {500: 0.72, 1000: 0.69}])
     assert [p["iterations"] for p in fuse] == [500, 1000]
     assert fuse[0]["mean_dice"] == pytest.approx(0.71) and fuse[0]["sd"] == pytest.approx(0.0141421, rel=1e-4)
-    nnunet = curve_summary([{500: 0.50, 1000: 0.70}, {500: 0.52, 1000: 0.75}])
-    table = curve_table([{"method": "fuseunet", "label": "FuseUNet", "curve": fuse},
-                         {"method": "nnunet", "label": "nnU-Net", "curve": nnunet}])
-    lines = table.splitlines()
-    assert lines[0].split("|")[1:-1] == [" iterations ", " nnU-Net       ", " FuseUNet      ",
-                                        " FuseUNet − nnU-Net              "]
-    assert "0.510 ± 0.014" in lines[2] and "+0.200 (beyond the fold spread)" in lines[2]
-    assert "-0.025 (within the fold spread)" in lines[3]
+
+    def row(method, curves):
+        """A report row as results.json holds it (per-fold curves keyed by strings)."""
+        per_fold = {str(f): {"curve": {str(i): d for i, d in c.items()}} for f, c in curves.items()}
+        return {"method": method, "label": method, "curve": curve_summary(list(curves.values())),
+                "per_fold": per_fold}
+
+    table = curve_table([row("FuseUNet", {0: {500: 0.70, 1000: 0.71, 1500: 0.8}, 1: {500: 0.72, 1000: 0.69}}),
+                         row("nnunet", {0: {500: 0.50, 1000: 0.70}, 1: {500: 0.52, 1000: 0.75}}),
+                         row("one fold", {1: {500: 0.60, 1000: 0.74}}), row("other", {7: {500: 0.9, 1000: 0.9}})])
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()]
+    assert cells[0] == ["iterations", "nnunet (folds 0, 1 only)", "FuseUNet (folds 0, 1 only)", "one fold (fold 1 only)",
+                        "other (fold 7 only)", "FuseUNet − nnunet",
+                        "one fold − nnunet", "other − nnunet"]
+    assert cells[2] == ["500", "0.510 ± 0.014", "0.710 ± 0.014", "0.600", "0.900", "+0.200 (beyond the fold spread)",
+                        "+0.080 (one fold: no spread)", "other folds"]
+    assert cells[3][5:7] == ["-0.025 (within the fold spread)", "-0.010 (one fold: no spread)"]
 
 
 def test_report_table_gives_the_fold_spread_and_marks_differences_beyond_it():
     """Mean Dice ± sd over folds per row, and each row's difference from nnU-Net's network on the same folds:
-    beyond when larger than both sds, within otherwise; a row trained on other folds is not compared."""
+    beyond when larger than both sds, within otherwise; a row on fewer folds is compared on those, one on a fold
+    nnU-Net's network lacks is not compared."""
     from nnunet_fuse.reproduce.report import report_table
 
     def row(method, per_fold_dice):
@@ -293,14 +304,16 @@ def test_report_table_gives_the_fold_spread_and_marks_differences_beyond_it():
                 "parameters": {"total": 1e6}, "train_seconds": None, "peak_memory_mb": None}
 
     report = {"published": None, "methods": [row("fuse4seg", {0: 0.70, 1: 0.74}), row("nnunet", {0: 0.80, 1: 0.84}),
-                                             row("average", {0: 0.79, 1: 0.81}), row("variant", {0: 0.6})]}
+                                             row("average", {0: 0.79, 1: 0.81}), row("variant", {0: 0.6}),
+                                             row("elsewhere", {2: 0.6})]}
     lines = report_table(report).splitlines()
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines]
     assert cells[0][3:5] == ["mean Dice", "− nnunet"]
     assert cells[2][3:5] == ["0.720 ± 0.028", "-0.100 (beyond the fold spread)"]
     assert cells[3][3:5] == ["0.820 ± 0.028", "—"]
     assert cells[4][3:5] == ["0.800 ± 0.014", "-0.020 (within the fold spread)"]
-    assert cells[5][3:5] == ["0.600", "other folds"]
+    assert cells[5][3:5] == ["0.600", "-0.200 (one fold: no spread)"]  # on fold 0, where nnU-Net's scored 0.80
+    assert cells[6][3:5] == ["0.600", "other folds"]
 
 
 def test_reproduce_cli_errors(planned_dataset):

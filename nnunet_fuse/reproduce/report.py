@@ -9,7 +9,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -208,21 +208,40 @@ def curve_summary(curves: Sequence[Dict[int, float]]) -> List[dict]:
 
 def curve_table(rows: List[dict]) -> str:
     """Validation Dice against iterations, mean ± sd over folds, and each method's difference from nnU-Net's network
-    (else the first method), marked where it is larger than both methods' fold-to-fold spread."""
+    (else the first method) on the method's folds, marked where it is larger than both methods' fold-to-fold spread."""
     rows = [r for r in rows if r.get("curve")]
     reference = reference_row(rows)
     rows = [reference, *(r for r in rows if r is not reference)]
     by_iterations = [{p["iterations"]: p for p in r["curve"]} for r in rows]
-    table = [["iterations", *[r["label"] for r in rows], *[f"{r['label']} − {reference['label']}" for r in rows[1:]]]]
+    folds = sorted(set().union(*(map(int, r["per_fold"]) for r in rows)))
+    table = [["iterations", *[curve_label(r, folds) for r in rows],
+              *[f"{r['label']} − {reference['label']}" for r in rows[1:]]]]
     for iterations in sorted(set.union(*(set(points) for points in by_iterations))):
         points = [points.get(iterations) for points in by_iterations]
         cells = ["—" if p is None else f"{p['mean_dice']:.3f}" + ("" if p["sd"] is None else f" ± {p['sd']:.3f}")
                  for p in points]
-        cells += ["—" if p is None or points[0] is None else
-                  difference_cell(p["mean_dice"], p["sd"], points[0]["mean_dice"], points[0]["sd"])
-                  for p in points[1:]]
+        cells += ["—" if p is None else difference_on_same_folds(
+                      row, reference, lambda fold: curve_point(fold, iterations)) for row, p in zip(rows[1:], points[1:])]
         table.append([str(iterations), *cells])
     return format_table(table)
+
+
+def curve_point(fold_result: dict, iterations: int) -> Optional[float]:
+    """One fold's validation Dice at a snapshot (None where it has none); keys are ints, or strings once read back
+    from results.json."""
+    curve = fold_result.get("curve") or {}
+    return curve.get(iterations, curve.get(str(iterations)))
+
+
+def difference_on_same_folds(row: dict, reference: dict, value: Callable[[dict], Optional[float]]) -> str:
+    """row − reference on the row's folds (value(per-fold result) → Dice), marked against both sds over those folds;
+    'other folds' where the reference lacks one of them."""
+    folds = sorted(row["per_fold"])
+    ours = [value(row["per_fold"][f]) for f in folds]
+    theirs = [value(reference["per_fold"][f]) if f in reference["per_fold"] else None for f in folds]
+    if None in ours or None in theirs:
+        return "other folds"
+    return difference_cell(*mean_and_sd(ours), *mean_and_sd(theirs))
 
 
 def difference_cell(value: float, sd: Optional[float], reference: float, reference_sd: Optional[float]) -> str:
@@ -258,7 +277,7 @@ def plot_curves(report: dict, png: Path) -> None:
         late = x >= last / 2
         zoomed += [*(mean - sd)[late], *(mean + sd)[late]]
         for ax, keep in zip(axes, (np.ones_like(late), late)):
-            line, = ax.plot(x[keep], mean[keep], marker="o", label=r["label"])
+            line, = ax.plot(x[keep], mean[keep], marker="o", label=curve_label(r, report["folds"]))
             ax.fill_between(x[keep], (mean - sd)[keep], (mean + sd)[keep], color=line.get_color(), alpha=0.2)
     margin = max(0.005, 0.1 * (max(zoomed) - min(zoomed)))
     axes[0].set_ylim(0, 1)
@@ -275,9 +294,17 @@ def plot_curves(report: dict, png: Path) -> None:
     plt.close(fig)
 
 
+def curve_label(row: dict, folds: Sequence[int]) -> str:
+    """A plotted method's name, with its folds where it has fewer than the report (its mean is over those only)."""
+    own = sorted(int(f) for f in row["per_fold"])
+    if own == sorted(folds):
+        return row["label"]
+    return f"{row['label']} ({'folds' if len(own) > 1 else 'fold'} {', '.join(map(str, own))} only)"
+
+
 def report_table(report: dict) -> str:
     """One row per method: mean over its folds (mean Dice ± sd over folds) and, beside it, its difference from
-    nnU-Net's network (else the first method) on the same folds, marked beyond or within the fold spread."""
+    nnU-Net's network (else the first method) on the row's folds, marked beyond or within the fold spread."""
     rows = report["methods"]
     names = list(rows[0]["dice"])
     reference = reference_row(rows)
@@ -287,12 +314,7 @@ def report_table(report: dict) -> str:
     for r in rows:
         folds = r.get("folds") or sorted(int(f) for f in r["per_fold"])
         mean, sd = fold_spread(r)
-        if r is reference:
-            difference = "—"
-        elif sorted(r["per_fold"]) != sorted(reference["per_fold"]):
-            difference = "other folds"
-        else:
-            difference = difference_cell(mean, sd, *fold_spread(reference))
+        difference = "—" if r is reference else difference_on_same_folds(r, reference, lambda f: f["mean_dice"])
         table.append([r["label"], ",".join(map(str, folds)), *[f"{r['dice'][n]:.3f}" for n in names],
                       f"{mean:.3f}" + ("" if sd is None else f" ± {sd:.3f}"), difference,
                       "—" if r["mean_hd95"] is None else f"{r['mean_hd95']:.2f}",
@@ -320,15 +342,15 @@ def write_report(report: dict, out_folder: Path) -> None:
             f"folds {report['folds']}, {report['device']}, {report['date']}\n\n{report_table(report)}\n\n"
             f"Dice: nnU-Net's evaluator on each fold's validation cases (nnUNetv2_train's final validation), mean "
             f"over the row's folds (± {SPREAD_NOTE}); the difference from "
-            f"{reference_row(report['methods'])['label']} on the same folds is beyond the fold spread when it is "
+            f"{reference_row(report['methods'])['label']} on the row's folds is beyond the fold spread when it is "
             f"larger than both rows' sd. HD95: mean over labels/regions of the mean over cases (nnunet_fuse.metrics; "
             f"cases where one mask is empty left out). Train: the training loop only. Peak memory: {kind}.\n")
     curves = any(r.get("curve") for r in report["methods"])
     if curves:
         text += (f"\n## Validation Dice against iterations\n\n{curve_table(report['methods'])}\n\nMean foreground Dice "
                  f"on each fold's validation cases of the training's snapshots (nnUNetv2_predict -chk, nnU-Net's "
-                 f"evaluator) and of its final network, mean ± sd over the folds ({SPREAD_NOTE}). A difference is "
-                 f"beyond the fold spread when it is larger than both methods' sd over folds. Plot: "
+                 f"evaluator) and of its final network, mean ± sd over the folds ({SPREAD_NOTE}). Each difference is "
+                 f"taken on the method's own folds, beyond the fold spread when larger than both methods' sd over them. Plot: "
                  f"learning_curves.png.\n")
     write_text_atomically(out_folder / "results.md", text)
     with replaced_atomically(out_folder / "results.png") as png:
