@@ -7,4 +7,4 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export nnUNet_raw=$work/nnUNet_raw nnUNet_preprocessed=$work/nnUNet_preprocessed nnUNet_results=$work/nnUNet_results
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
 source "$here/.venv/bin/activate"
-export nnUNet_extTrainer="${nnUNet_extTrainer:+$nnUNet_extTrainer:}$here/benchmarks/fuseunet_variants:$here/benchmarks/fuse4seg_variants"
+export nnUNet_extTrainer="${nnUNet_extTrainer:+$nnUNet_extTrainer:}$here/benchmarks/fuseunet_variants:$here/benchmarks/fuse4seg_variants:$here/benchmarks/hifuse_variants"
