@@ -283,9 +283,9 @@ def test_learning_curve_table_marks_differences_beyond_the_fold_spread():
                          row("nnunet", {0: {500: 0.50, 1000: 0.70}, 1: {500: 0.52, 1000: 0.75}}),
                          row("one fold", {1: {500: 0.60, 1000: 0.74}}), row("other", {7: {500: 0.9, 1000: 0.9}})])
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()]
-    assert cells[0] == ["iterations", "nnunet (folds 0, 1 only)", "FuseUNet (folds 0, 1 only)", "one fold (fold 1 only)",
-                        "other (fold 7 only)", "FuseUNet − nnunet",
-                        "one fold − nnunet", "other − nnunet"]
+    assert cells[0] == ["iterations", "nnunet (folds 0, 1 only)", "FuseUNet (folds 0, 1 only)",
+                        "one fold (fold 1 only)", "other (fold 7 only)", "FuseUNet − nnunet", "one fold − nnunet",
+                        "other − nnunet"]
     assert cells[2] == ["500", "0.510 ± 0.014", "0.710 ± 0.014", "0.600", "0.900", "+0.200 (beyond the fold spread)",
                         "+0.080 (one fold: no spread)", "other folds"]
     assert cells[3][5:7] == ["-0.025 (within the fold spread)", "-0.010 (one fold: no spread)"]

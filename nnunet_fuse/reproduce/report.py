@@ -220,8 +220,9 @@ def curve_table(rows: List[dict]) -> str:
         points = [points.get(iterations) for points in by_iterations]
         cells = ["—" if p is None else f"{p['mean_dice']:.3f}" + ("" if p["sd"] is None else f" ± {p['sd']:.3f}")
                  for p in points]
-        cells += ["—" if p is None else difference_on_same_folds(
-                      row, reference, lambda fold: curve_point(fold, iterations)) for row, p in zip(rows[1:], points[1:])]
+        cells += ["—" if p is None else
+                  difference_on_same_folds(row, reference, lambda fold: curve_point(fold, iterations))
+                  for row, p in zip(rows[1:], points[1:])]
         table.append([str(iterations), *cells])
     return format_table(table)
 
@@ -350,8 +351,8 @@ def write_report(report: dict, out_folder: Path) -> None:
         text += (f"\n## Validation Dice against iterations\n\n{curve_table(report['methods'])}\n\nMean foreground Dice "
                  f"on each fold's validation cases of the training's snapshots (nnUNetv2_predict -chk, nnU-Net's "
                  f"evaluator) and of its final network, mean ± sd over the folds ({SPREAD_NOTE}). Each difference is "
-                 f"taken on the method's own folds, beyond the fold spread when larger than both methods' sd over them. Plot: "
-                 f"learning_curves.png.\n")
+                 f"taken on the method's own folds, beyond the fold spread when larger than both methods' sd over "
+                 f"them. Plot: learning_curves.png.\n")
     write_text_atomically(out_folder / "results.md", text)
     with replaced_atomically(out_folder / "results.png") as png:
         plot_report(report, png)
