@@ -19,6 +19,19 @@ def trainer_deep_supervision(plans: dict) -> bool:
     return bool(load_overlay(plans[MARKER_KEY]["method"]).get("trainer_deep_supervision", False))
 
 
+def with_arch_kwargs(configuration_manager, changes: dict):
+    """A copy of a ConfigurationManager with ``changes`` written over its architecture arguments: how a trainer
+    variant changes the network in its build_network_architecture (nnUNetv2_predict builds through the same trainer,
+    so prediction sees the same network)."""
+    import copy
+
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    configuration = copy.deepcopy(configuration_manager.configuration)
+    configuration["architecture"]["arch_kwargs"].update(changes)
+    return ConfigurationManager(configuration)
+
+
 def find_trainer_class(name: str) -> type:
     """The trainer class nnUNetv2_train would use (nnU-Net's package, then the folders of nnUNet_extTrainer), found
     quietly; RuntimeError or AssertionError (nnU-Net's) where there is none of that name."""

@@ -281,7 +281,8 @@ def test_learning_curve_table_marks_differences_beyond_the_fold_spread():
 
     table = curve_table([row("FuseUNet", {0: {500: 0.70, 1000: 0.71, 1500: 0.8}, 1: {500: 0.72, 1000: 0.69}}),
                          row("nnunet", {0: {500: 0.50, 1000: 0.70}, 1: {500: 0.52, 1000: 0.75}}),
-                         row("one fold", {1: {500: 0.60, 1000: 0.74}}), row("other", {7: {500: 0.9, 1000: 0.9}})])
+                         row("one fold", {1: {500: 0.60, 1000: 0.74}}), row("other", {7: {500: 0.9, 1000: 0.9}})],
+                        folds=[0, 1, 7])
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()]
     assert cells[0] == ["iterations", "nnunet (folds 0, 1 only)", "FuseUNet (folds 0, 1 only)",
                         "one fold (fold 1 only)", "other (fold 7 only)", "FuseUNet − nnunet", "one fold − nnunet",

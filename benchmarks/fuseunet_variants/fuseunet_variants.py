@@ -7,10 +7,7 @@ benchmark scripts add it, benchmarks/workdir_env.sh), e.g.
 An architecture change lives in the trainer's build_network_architecture, as nnU-Net's own architecture variants do:
 nnUNetv2_predict builds the network through the trainer of the model folder, so prediction sees the same network.
 """
-import copy
-
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
-
+from nnunet_fuse.plans_network import with_arch_kwargs
 from nnunet_fuse.training.budget import nnUNetTrainerFuseUNet_long
 
 
@@ -22,9 +19,9 @@ class nnUNetTrainerFuseUNet_long_state32(nnUNetTrainerFuseUNet_long):
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, *args, **kwargs):
-        configuration = copy.deepcopy(configuration_manager.configuration)
-        configuration["architecture"]["arch_kwargs"]["state_channels"] = cls.state_channels
-        return super().build_network_architecture(plans_manager, ConfigurationManager(configuration), *args, **kwargs)
+        return super().build_network_architecture(
+            plans_manager, with_arch_kwargs(configuration_manager, {"state_channels": cls.state_channels}), *args,
+            **kwargs)
 
 
 class nnUNetTrainerFuseUNet_long_state16(nnUNetTrainerFuseUNet_long_state32):

@@ -8,11 +8,9 @@ nnUNet_extTrainer (benchmarks/workdir_env.sh adds it), e.g.
 An architecture change lives in the trainer's build_network_architecture (as in fuseunet_variants), so
 nnUNetv2_predict, which builds the network through the model folder's trainer, sees the same network.
 """
-import copy
-
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
+from nnunet_fuse.plans_network import with_arch_kwargs
 from nnunet_fuse.training.budget import nnUNetTrainerHiFuse_long
 
 
@@ -23,9 +21,8 @@ class _ArchitectureVariant(nnUNetTrainerHiFuse_long):
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, *args, **kwargs):
-        configuration = copy.deepcopy(configuration_manager.configuration)
-        configuration["architecture"]["arch_kwargs"].update(cls.arch_changes)
-        return super().build_network_architecture(plans_manager, ConfigurationManager(configuration), *args, **kwargs)
+        return super().build_network_architecture(plans_manager, with_arch_kwargs(configuration_manager,
+                                                                                  cls.arch_changes), *args, **kwargs)
 
 
 class nnUNetTrainerHiFuse_long_paper_mlp(_ArchitectureVariant):

@@ -206,14 +206,14 @@ def curve_summary(curves: Sequence[Dict[int, float]]) -> List[dict]:
     return points
 
 
-def curve_table(rows: List[dict]) -> str:
+def curve_table(rows: List[dict], folds: Sequence[int]) -> str:
     """Validation Dice against iterations, mean ± sd over folds, and each method's difference from nnU-Net's network
-    (else the first method) on the method's folds, marked where it is larger than both methods' fold-to-fold spread."""
+    (else the first method) on the method's folds, marked where it is larger than both methods' fold-to-fold spread;
+    ``folds``: the report's (a method on fewer is labelled so)."""
     rows = [r for r in rows if r.get("curve")]
     reference = reference_row(rows)
     rows = [reference, *(r for r in rows if r is not reference)]
     by_iterations = [{p["iterations"]: p for p in r["curve"]} for r in rows]
-    folds = sorted(set().union(*(map(int, r["per_fold"]) for r in rows)))
     table = [["iterations", *[curve_label(r, folds) for r in rows],
               *[f"{r['label']} − {reference['label']}" for r in rows[1:]]]]
     for iterations in sorted(set.union(*(set(points) for points in by_iterations))):
@@ -348,11 +348,11 @@ def write_report(report: dict, out_folder: Path) -> None:
             f"cases where one mask is empty left out). Train: the training loop only. Peak memory: {kind}.\n")
     curves = any(r.get("curve") for r in report["methods"])
     if curves:
-        text += (f"\n## Validation Dice against iterations\n\n{curve_table(report['methods'])}\n\nMean foreground Dice "
-                 f"on each fold's validation cases of the training's snapshots (nnUNetv2_predict -chk, nnU-Net's "
-                 f"evaluator) and of its final network, mean ± sd over the folds ({SPREAD_NOTE}). Each difference is "
-                 f"taken on the method's own folds, beyond the fold spread when larger than both methods' sd over "
-                 f"them. Plot: learning_curves.png.\n")
+        text += (f"\n## Validation Dice against iterations\n\n{curve_table(report['methods'], report['folds'])}"
+                 f"\n\nMean foreground Dice on each fold's validation cases of the training's snapshots "
+                 f"(nnUNetv2_predict -chk, nnU-Net's evaluator) and of its final network, mean ± sd over the folds "
+                 f"({SPREAD_NOTE}). Each difference is taken on the method's own folds, beyond the fold spread when "
+                 f"larger than both methods' sd over them. Plot: learning_curves.png.\n")
     write_text_atomically(out_folder / "results.md", text)
     with replaced_atomically(out_folder / "results.png") as png:
         plot_report(report, png)
