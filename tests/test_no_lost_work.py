@@ -6,6 +6,7 @@ import torch
 
 from nnunet_fuse.atomic_files import replaced_atomically, write_text_atomically
 from nnunet_fuse.reproduce import ReproduceError, earlier_report, merge_rows
+from nnunet_fuse.reproduce.report import summarise
 from nnunet_fuse.splits import (SplitError, cases_by_patient, ensure_split_file, leaking_patients,
                                 patient_grouped_splits)
 from nnunet_fuse.training.checkpoints import read_checkpoint
@@ -76,6 +77,35 @@ def test_reports_merge_and_foreign_files_are_refused(tmp_path):
     (tmp_path / "results.json").unlink()
     with pytest.raises(ReproduceError, match="results.md"):
         earlier_report(tmp_path, "Dataset027_ACDC", "2d", "small")
+
+
+def trained_row(method, dice_per_fold, batch=2):
+    """A report row as reproduce writes it, read back from results.json (string keys)."""
+    per_fold = {fold: {"dice": {"A": d}, "hd95": {"A": 1.0}, "mean_dice": d, "mean_hd95": 1.0, "train_seconds": 60.0,
+                       "peak_memory_mb": 100.0, "peak_memory_kind": "rss", "curve": {500: d - 0.1, 1000: d}}
+                for fold, d in dice_per_fold.items()}
+    row = summarise(method, method, f"trainer_{method}", "plans", per_fold, {"total": 10},
+                    {"batch_size": batch, "patch_size": [40, 56]})
+    return json.loads(json.dumps(row))
+
+
+def test_folds_run_separately_gather_in_one_report(capsys):
+    earlier = [trained_row("nnunet", {0: 0.6, 1: 0.8}), trained_row("fuseunet", {0: 0.5})]
+    current = summarise("nnunet", "nnunet", "trainer_nnunet", "plans",
+                        {1: trained_row("nnunet", {1: 0.7})["per_fold"]["1"] | {"curve": {500: 0.6, 1000: 0.7}},
+                         2: trained_row("nnunet", {2: 0.9})["per_fold"]["2"] | {"curve": {500: 0.8, 1000: 0.9}}},
+                        {"total": 10}, {"batch_size": 2, "patch_size": [40, 56]})
+    nnunet, fuseunet = merge_rows(earlier, [current])
+    assert fuseunet == earlier[1]
+    # fold 0 kept from the earlier run, fold 1 retrained by this run, fold 2 new
+    assert nnunet["folds"] == [0, 1, 2] and list(nnunet["per_fold"]) == ["0", "1", "2"]
+    assert nnunet["mean_dice"] == pytest.approx((0.6 + 0.7 + 0.9) / 3)
+    assert [(p["iterations"], round(p["mean_dice"], 6), p["folds"]) for p in nnunet["curve"]] == [
+        (500, round((0.5 + 0.6 + 0.8) / 3, 6), 3), (1000, round((0.6 + 0.7 + 0.9) / 3, 6), 3)]
+    # trained at another batch: this run's row replaces the earlier one, and the dropped fold is named
+    other_batch = trained_row("fuseunet", {1: 0.9}, batch=4)
+    assert merge_rows(earlier, [other_batch])[1] == other_batch
+    assert "fuseunet: the earlier report's fold(s) 0 were trained with another batch_size" in capsys.readouterr().out
 
 
 def test_interrupted_write_leaves_the_old_file(tmp_path):

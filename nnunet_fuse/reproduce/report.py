@@ -158,10 +158,40 @@ def earlier_report(out_folder: Path, dataset: str, configuration: str, budget: s
 
 
 def merge_rows(earlier: List[dict], current: List[dict]) -> List[dict]:
-    """The earlier report's rows with this run's methods replaced or appended (order: earlier first)."""
+    """The earlier report's rows with this run's methods merged in or appended (order: earlier first). A method in
+    both keeps the earlier run's folds that this run did not train (folds run on different days or machines gather
+    in one report) when both were trained alike (trainer, plans, batch, patch, parameters); otherwise this run's row
+    replaces the earlier one, and the dropped folds are named."""
     by_method = {r["method"]: r for r in current}
-    merged = [by_method.pop(r["method"], r) for r in earlier]
+    merged = [merge_folds(r, by_method.pop(r["method"])) if r["method"] in by_method else r for r in earlier]
     return merged + [r for r in current if r["method"] in by_method]
+
+
+SAME_TRAINING = ("trainer", "plans", "batch_size", "patch_size", "parameters")
+
+
+def merge_folds(earlier: dict, current: dict) -> dict:
+    """current's row with the folds only ``earlier`` has (see merge_rows), re-averaged."""
+    kept = {int(f): fold_from_json(result) for f, result in earlier["per_fold"].items()
+            if int(f) not in {int(g) for g in current["per_fold"]}}
+    if not kept:
+        return current
+    differing = [field for field in SAME_TRAINING if earlier.get(field) != current.get(field)]
+    if differing:
+        print(f"{current['label']}: the earlier report's fold(s) {', '.join(map(str, sorted(kept)))} were trained with "
+              f"another {', '.join(differing)}; they are left out of the report", flush=True)
+        return current
+    per_fold = {**kept, **{int(f): result for f, result in current["per_fold"].items()}}
+    per_fold = {f: per_fold[f] for f in sorted(per_fold)}
+    return summarise(current["method"], current["label"], current["trainer"], current["plans"], per_fold,
+                     current["parameters"], {k: current[k] for k in ("batch_size", "patch_size")})
+
+
+def fold_from_json(result: dict) -> dict:
+    """A fold's result as read back from results.json, its curve keyed by int iterations again."""
+    if not result.get("curve"):
+        return result
+    return {**result, "curve": {int(i): dice for i, dice in result["curve"].items()}}
 
 
 def batch_and_patch(plans_file: Path, configuration: str) -> dict:
