@@ -12,8 +12,9 @@
 #   BUDGET default demo (250 iterations); FOLDS default "0 1 2 3 4" (nnU-Net's folds over the cases); METHODS default
 #   the four arms; the search adds trainer variants on the same folds and plans (benchmarks/fuse4seg_variants), e.g.
 #   fuse4seg-unrolled:nnUNetTrainerFuse4SegUnrolled_demo_lambda1 — their rows merge into the same report.
-# Resumable: run the same command again. Report: WORKDIR/report_DATA_BUDGET (results.md); for BraTS also the fused
-# image and the per-region contrast of one validation case of fold 0 (WORKDIR/case_brats_BUDGET).
+# Resumable: run the same command again (the report keeps finished folds). Report: WORKDIR/report_DATA_BUDGET
+# (results.md); for BraTS also the fused image and the per-region contrast of one validation case of fold 0
+# (WORKDIR/case_brats_BUDGET).
 set -euo pipefail
 data=$2; budget=${3:-demo}; folds=${4:-0 1 2 3 4}; methods=${5:-nnunet,fuse4seg-average,fuse4seg,fuse4seg-unrolled}
 source "$(dirname "$0")/workdir_env.sh" "$1"
@@ -48,9 +49,12 @@ if [ "$data" = brats ]; then  # Fuse4Seg's plans at the same batch and patch (th
   python "$here/benchmarks/set_batch_and_patch.py" "$folder/nnUNetFuse4SegPlans.json" -c 2d --batch "$BATCH" \
     --patch ${PATCH//,/ }
 fi
-# shellcheck disable=SC2086
-nnunet-fuse reproduce -d $id -c 2d --methods "$methods" --folds $folds \
-  --budget "$budget" -device cpu -np "$nnUNet_def_n_proc" -o "$work/report_${data}_$budget"
+# one fold at a time: the report is written after each (it gathers the folds), so a machine lost half-way costs one
+# fold at most; to go on elsewhere, copy the report folder into the new WORKDIR first
+for fold in $folds; do
+  nnunet-fuse reproduce -d $id -c 2d --methods "$methods" --folds "$fold" \
+    --budget "$budget" -device cpu -np "$nnUNet_def_n_proc" -o "$work/report_${data}_$budget"
+done
 # one validation case of the first fold: its fused image from each learned fusion, and each region's contrast
 first=${folds%% *}
 case_id=$(python -c "import json; print(json.load(open('$folder/splits_final.json'))[$first]['val'][0])")
