@@ -13,8 +13,8 @@
 #   the four arms; the search adds trainer variants on the same folds and plans (benchmarks/fuse4seg_variants), e.g.
 #   fuse4seg-unrolled:nnUNetTrainerFuse4SegUnrolled_demo_lambda1 — their rows merge into the same report.
 # Resumable: run the same command again (the report keeps finished folds). Report: WORKDIR/report_DATA_BUDGET
-# (results.md); for BraTS also the fused image and the per-region contrast of one validation case of fold 0
-# (WORKDIR/case_brats_BUDGET).
+# (results.md); also the fused image and the per-region contrast of one validation case of the first fold given
+# (WORKDIR/case_DATA_BUDGET_foldK/TRAINER/fused/contrast.md).
 set -euo pipefail
 data=$2; budget=${3:-demo}; folds=${4:-0 1 2 3 4}; methods=${5:-nnunet,fuse4seg-average,fuse4seg,fuse4seg-unrolled}
 source "$(dirname "$0")/workdir_env.sh" "$1"
@@ -55,13 +55,14 @@ for fold in $folds; do
   nnunet-fuse reproduce -d $id -c 2d --methods "$methods" --folds "$fold" \
     --budget "$budget" -device cpu -np "$nnUNet_def_n_proc" -o "$work/report_${data}_$budget"
 done
-# one validation case of the first fold: its fused image from each learned fusion, and each region's contrast
+# one validation case of the first fold given: its fused image from each learned fusion, and each region's contrast
+# (the folders are the script's own and rewritten: the case's channels only, never another fold's cases)
 first=${folds%% *}
 case_id=$(python -c "import json; print(json.load(open('$folder/splits_final.json'))[$first]['val'][0])")
-inputs=$work/case_in_$data && mkdir -p "$inputs"
+inputs=$work/case_in_$data && rm -rf "$inputs" && mkdir -p "$inputs"
 for f in "$nnUNet_raw/$name/imagesTr/${case_id}"_000?.nii.gz; do ln -sf "$f" "$inputs/"; done
 for trainer in nnUNetTrainerFuse4Seg nnUNetTrainerFuse4SegUnrolled nnUNetTrainerFuse4SegAverage; do
-  out=$work/case_${data}_$budget/$trainer
+  out=$work/case_${data}_${budget}_fold$first/$trainer && rm -rf "$out"
   nnunet-fuse export-fused -i "$inputs" -o "$out/fused" -d $id -c 2d -f "$first" -tr "${trainer}_$budget" \
     -p nnUNetFuse4SegPlans -device cpu --labels "$nnUNet_raw/$name/labelsTr"
 done

@@ -53,3 +53,9 @@ class nnUNetTrainerFuse4SegUnrolled_demo_pretrain3(nnUNetTrainerFuse4SegUnrolled
 class nnUNetTrainerFuse4SegUnrolled_demo_nointensity(nnUNetTrainerFuse4SegUnrolled_demo):
     """Unrolled, without the intensity loss (the fusion losses: gradient and decomposition only)."""
     intensity_weight = 0.0
+
+
+class nnUNetTrainerFuse4SegUnrolled_demo_fusionlr1e3(nnUNetTrainerFuse4SegUnrolled_demo):
+    """Unrolled, the leader's AdamW at 1e-3 instead of 1e-4 (at 1e-4 the fused image stays near the average at this
+    budget)."""
+    fusion_lr = 1e-3
