@@ -79,22 +79,22 @@ def test_reports_merge_and_foreign_files_are_refused(tmp_path):
         earlier_report(tmp_path, "Dataset027_ACDC", "2d", "small")
 
 
-def trained_row(method, dice_per_fold, batch=2):
-    """A report row as reproduce writes it, read back from results.json (string keys)."""
-    per_fold = {fold: {"dice": {"A": d}, "hd95": {"A": 1.0}, "mean_dice": d, "mean_hd95": 1.0, "train_seconds": 60.0,
-                       "peak_memory_mb": 100.0, "peak_memory_kind": "rss", "curve": {500: d - 0.1, 1000: d}}
-                for fold, d in dice_per_fold.items()}
-    row = summarise(method, method, f"trainer_{method}", "plans", per_fold, {"total": 10},
-                    {"batch_size": batch, "patch_size": [40, 56]})
-    return json.loads(json.dumps(row))
+def fold(dice):
+    """One fold's result as reproduce's report holds it."""
+    return {"dice": {"A": dice}, "hd95": {"A": 1.0}, "mean_dice": dice, "mean_hd95": 1.0, "train_seconds": 60.0,
+            "peak_memory_mb": 100.0, "peak_memory_kind": "rss", "curve": {500: dice - 0.1, 1000: dice}}
+
+
+def trained_row(method, dice_per_fold, batch=2, read_back=True):
+    """A report row of a run (read back from an earlier results.json: string keys)."""
+    row = summarise(method, method, f"trainer_{method}", "plans", {f: fold(d) for f, d in dice_per_fold.items()},
+                    {"total": 10}, {"batch_size": batch, "patch_size": [40, 56]})
+    return json.loads(json.dumps(row)) if read_back else row
 
 
 def test_folds_run_separately_gather_in_one_report(capsys):
     earlier = [trained_row("nnunet", {0: 0.6, 1: 0.8}), trained_row("fuseunet", {0: 0.5})]
-    current = summarise("nnunet", "nnunet", "trainer_nnunet", "plans",
-                        {1: trained_row("nnunet", {1: 0.7})["per_fold"]["1"] | {"curve": {500: 0.6, 1000: 0.7}},
-                         2: trained_row("nnunet", {2: 0.9})["per_fold"]["2"] | {"curve": {500: 0.8, 1000: 0.9}}},
-                        {"total": 10}, {"batch_size": 2, "patch_size": [40, 56]})
+    current = trained_row("nnunet", {1: 0.7, 2: 0.9}, read_back=False)
     nnunet, fuseunet = merge_rows(earlier, [current])
     assert fuseunet == earlier[1]
     # fold 0 kept from the earlier run, fold 1 retrained by this run, fold 2 new
