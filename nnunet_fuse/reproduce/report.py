@@ -172,8 +172,8 @@ SAME_TRAINING = ("trainer", "plans", "batch_size", "patch_size", "parameters")
 
 def merge_folds(earlier: dict, current: dict) -> dict:
     """current's row with the folds only ``earlier`` has (see merge_rows), re-averaged."""
-    kept = {int(f): fold_from_json(result) for f, result in earlier["per_fold"].items()
-            if int(f) not in {int(g) for g in current["per_fold"]}}
+    trained_now = {int(f) for f in current["per_fold"]}
+    kept = {int(f): fold_from_json(result) for f, result in earlier["per_fold"].items() if int(f) not in trained_now}
     if not kept:
         return current
     differing = [field for field in SAME_TRAINING if earlier.get(field) != current.get(field)]
@@ -181,8 +181,7 @@ def merge_folds(earlier: dict, current: dict) -> dict:
         print(f"{current['label']}: the earlier report's fold(s) {', '.join(map(str, sorted(kept)))} were trained with "
               f"another {', '.join(differing)}; they are left out of the report", flush=True)
         return current
-    per_fold = {**kept, **{int(f): result for f, result in current["per_fold"].items()}}
-    per_fold = {f: per_fold[f] for f in sorted(per_fold)}
+    per_fold = dict(sorted({**kept, **{int(f): result for f, result in current["per_fold"].items()}}.items()))
     return summarise(current["method"], current["label"], current["trainer"], current["plans"], per_fold,
                      current["parameters"], {k: current[k] for k in ("batch_size", "patch_size")})
 
