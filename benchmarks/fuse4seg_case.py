@@ -11,7 +11,7 @@ slice with the largest reference tumour, cropped to the brain: modalities, avera
 fused image with the predicted regions' contours (solid) and the reference's (dashed)) and OUT/CASE_metrics.{json,md}:
 entropy, spatial frequency, mutual information and SSIM with each modality, on that slice (2D, the usual image-fusion
 setting) and on the brain's bounding box (3D), for Fuse4Seg and both baselines; with --reference each region's contrast
-against the tissue around it (imagefusion.metrics.region_contrast) in every modality and fusion, and the share of the
+against the tissue around it (imagefusion.metrics.contrast_table) in every modality and fusion, and the share of the
 best modality's that each fusion keeps; Dice per region of the case. Without --fused and --segmentation: the baselines
 only (slice chosen by --reference).
 """

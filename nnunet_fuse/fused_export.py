@@ -9,7 +9,7 @@ axes transposed back). The file has the size, spacing, origin and direction of t
 on top of the originals in any viewer.
 
 With reference label maps (``labels_folder``, e.g. labelsTr) it also reports, per case and labelled region (labels
-or regions of dataset.json), the region's contrast against the tissue around it (imagefusion.metrics.region_contrast)
+or regions of dataset.json), the region's contrast against the tissue around it (imagefusion.metrics.contrast_table)
 in every modality, in their average and maximum (rescaled by the fusion network) and in the fused image, on the
 preprocessed grid: ``contrast.json`` and ``contrast.md`` in the output folder.
 """

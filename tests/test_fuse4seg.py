@@ -11,10 +11,10 @@ import torch
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
 from conftest import TINY_ID, assert_beats_baselines, interrupt_when_written, run
+from contrast_reference import region_contrast, surrounding
 import nnunet_fuse
 from nnunet_fuse.commands import nnunet_command, nnunet_environment
 from nnunet_fuse.datasets.synthetic import make_case, make_synthetic_dataset
-from nnunet_fuse.imagefusion.metrics import region_contrast, surrounding
 from nnunet_fuse.planning import PlanningError, write_plans_variant
 from nnunet_fuse.training.fuse4seg import check_checkpoint_trainer
 
@@ -200,7 +200,7 @@ def cropped_brats_cases(source: Path, target: Path, slices: int = 24, size: int 
 @pytest.mark.skipif(not (SHARED / "BraTS2015_FLAIR_T1c").is_dir(), reason="../shared/data/BraTS2015_FLAIR_T1c absent")
 def test_real_brats_cases_convert_train_predict_export(tmp_path):
     """The 6 real BraTS cases (FLAIR, T1c; cut around the tumour): convert to regions, plan, a few bi-level iterations
-    on CPU, predict one case, export its fused image."""
+    on CPU (with the region-contrast loss), predict one case, export its fused image."""
     env = nnunet_environment(tmp_path)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     source = cropped_brats_cases(SHARED / "BraTS2015_FLAIR_T1c", tmp_path / "BraTS2015_cropped")
@@ -216,9 +216,17 @@ def test_real_brats_cases_convert_train_predict_export(tmp_path):
     cfg["patch_size"], cfg["batch_size"] = [int(max(128, 2 * t)) for t in total_stride], 2
     plans["plans_name"] = "nnUNetFuse4SegPlansCPU"
     (folder / "nnUNetFuse4SegPlansCPU.json").write_text(json.dumps(plans, indent=2))
-    trainer, plans_name = "nnUNetTrainerFuse4Seg_smoke", "nnUNetFuse4SegPlansCPU"
-    run([nnunet_command("nnUNetv2_train"), "138", "2d", "0", "-tr", trainer, "-p", plans_name, "-device", "cpu"],
-        env)
+    # the smoke budget with the region-contrast loss on: BraTS's regions (whole tumour, core, enhancing) reach it
+    trainers = tmp_path / "trainers"
+    trainers.mkdir()
+    (trainers / "contrast_trainer.py").write_text(
+        "from nnunet_fuse.training.budget import nnUNetTrainerFuse4Seg_smoke\n\n\n"
+        "class nnUNetTrainerFuse4Seg_smoke_contrast(nnUNetTrainerFuse4Seg_smoke):\n    contrast_weight = 1.0\n")
+    env["nnUNet_extTrainer"] += os.pathsep + str(trainers)
+    trainer, plans_name = "nnUNetTrainerFuse4Seg_smoke_contrast", "nnUNetFuse4SegPlansCPU"
+    trained = run([nnunet_command("nnUNetv2_train"), "138", "2d", "0", "-tr", trainer, "-p", plans_name, "-device",
+                   "cpu"], env)
+    assert "region contrast 1.0" in trained.stdout and "Fuse4Seg phase: bi-level" in trained.stdout
 
     case = "brats_2013_pat0001_1"
     inputs = tmp_path / "case_in"
@@ -310,3 +318,22 @@ def test_brats2021_layout_through_reproduce_and_predict(tmp_path):
          "--disable_tta", "-npp", "0", "-nps", "0"], env)
     segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "seg" / "BraTS2021_00000.nii.gz")))
     assert segmentation.shape == (12, 32, 32) and set(np.unique(segmentation)) <= {0, 1, 2, 3}
+
+
+def test_region_masks_of_label_and_region_targets():
+    """The regions the region-contrast loss reads: one mask per foreground label, or per BraTS region, from the
+    target nnU-Net's own transforms make (regions: its ConvertSegmentationToRegionsTransform)."""
+    from batchgeneratorsv2.transforms.utils.seg_to_regions import ConvertSegmentationToRegionsTransform
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    from nnunet_fuse.training.fuse4seg import region_masks
+
+    labels = torch.tensor([[[0, 1, 2, 3, 2]]])                      # (1, 1, 5): a label channel of one 1 × 5 slice
+    per_label = region_masks([labels[None].float(), labels[None, ..., :2].float()],
+                             LabelManager({"background": 0, "a": 1, "b": 2, "c": 3}, None))
+    assert per_label[0, :, 0].int().tolist() == [[0, 1, 0, 0, 0], [0, 0, 1, 0, 1], [0, 0, 0, 1, 0]]
+    brats = LabelManager({"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3},
+                         [1, 2, 3])
+    target = ConvertSegmentationToRegionsTransform(brats.foreground_regions, 0)(segmentation=labels)["segmentation"]
+    regions = region_masks(target[None], brats)
+    assert regions[0, :, 0].int().tolist() == [[0, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 1, 0]]

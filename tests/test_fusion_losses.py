@@ -2,8 +2,10 @@
 import pytest
 import torch
 
+from contrast_reference import region_contrast, surrounding
 from nnunet_fuse.imagefusion.losses import (correlation, decomposition_loss, gradient_loss, gradient_magnitude,
-                                            intensity_loss, reconstruction_loss, sobel_gradients, ssim)
+                                            intensity_loss, reconstruction_loss, region_contrast_loss,
+                                            region_contrasts, sobel_gradients, ssim)
 
 SHAPES = {2: (12, 14), 3: (8, 10, 12)}
 
@@ -106,3 +108,49 @@ def test_decomposition_loss_keeps_two_maps_per_modality():
         detail = [torch.rand(1, 8, 16, 16, requires_grad=True) for _ in range(n)]
         kept_maps = forward_kept_bytes(lambda: decomposition_loss(base, detail)) / 4 / (8 * 16 * 16)
         assert kept_maps == pytest.approx(2 * n, abs=0.1)
+
+
+def two_regions_two_modalities(size: int = 40, seed: int = 0):
+    """A shows region 1 (left half), B region 2 (right half), each over uniform noise: images (1, 2, S, S) float64,
+    regions (1, 2, S, S) boolean, and the fusion that takes each half from the modality that shows its region."""
+    g = torch.Generator().manual_seed(seed)
+    images = 0.3 + 0.1 * torch.rand(1, 2, size, size, generator=g, dtype=torch.float64)
+    regions = torch.zeros(1, 2, size, size, dtype=torch.bool)
+    regions[0, 0, 15:25, 4:12] = True
+    regions[0, 1, 15:25, 28:36] = True
+    images[0, 0][regions[0, 0]] += 0.4
+    images[0, 1][regions[0, 1]] += 0.2
+    selected = torch.cat([images[..., : size // 2][:, :1], images[..., size // 2:][:, 1:]], dim=-1)
+    return images, regions, selected
+
+
+def test_region_contrast_loss_known_answers_and_gradient():
+    """0 for the fusion that keeps each region's best modality; for the average exactly the mean shortfall of its
+    kept share (against an independent numpy reference); an analytic gradient that matches finite differences."""
+    images, regions, selected = two_regions_two_modalities()
+    assert float(region_contrast_loss(selected, images, regions)) == pytest.approx(0.0, abs=1e-12)
+    average = images.mean(1, keepdim=True)
+    shares = []
+    for r in range(2):
+        mask = regions[0, r].numpy()
+        around = surrounding(mask)
+        best = max(region_contrast(images[0, c].numpy(), mask, around) for c in range(2))
+        shares.append(region_contrast(average[0, 0].numpy(), mask, around) / best)
+        assert float(region_contrasts(images, regions)[0, r].max()) == pytest.approx(best, rel=1e-9)
+    assert max(shares) < 0.9  # the average halves what one modality shows
+    expected = sum(1 - share for share in shares) / 2
+    assert float(region_contrast_loss(average, images, regions)) == pytest.approx(expected, rel=1e-9)
+    # below the target share: the analytic gradient equals central finite differences along random directions,
+    # and a step against it lowers the loss
+    fused = (0.5 * average + 0.5 * selected).requires_grad_(True)
+    region_contrast_loss(fused, images, regions).backward()
+    loss_at = lambda f: float(region_contrast_loss(f, images, regions))  # noqa: E731
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        direction = torch.randn(fused.shape, generator=g, dtype=torch.float64)
+        numeric = (loss_at(fused.detach() + 1e-6 * direction) - loss_at(fused.detach() - 1e-6 * direction)) / 2e-6
+        assert float((fused.grad * direction).sum()) == pytest.approx(numeric, rel=1e-5)
+    assert loss_at(fused.detach() - 0.05 * fused.grad / fused.grad.abs().max()) < loss_at(fused.detach())
+    # no region present: 0, and still a graph to backpropagate
+    empty = region_contrast_loss(fused, images, torch.zeros_like(regions))
+    assert float(empty.detach()) == 0.0 and empty.requires_grad

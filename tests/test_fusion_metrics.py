@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from nnunet_fuse.imagefusion.metrics import entropy, fusion_metrics, mutual_information, spatial_frequency
+from contrast_reference import region_contrast, surrounding
 
 
 def test_entropy():
@@ -41,23 +42,30 @@ def test_fusion_metrics_fields():
 
 
 def test_region_contrast_known_answer_and_invariance():
-    from nnunet_fuse.imagefusion.metrics import contrast_table, kept_contrast, region_contrast, surrounding
+    from nnunet_fuse.imagefusion.metrics import contrast_table, kept_contrast
 
     image = np.zeros((20, 20))
     image[::2, :] = 2.0                     # the tissue around: 0 / 2 in alternate rows, mean 1, sd 1
     region = np.zeros((20, 20), dtype=bool)
     region[8:12, 8:12] = True
     image[region] = 4.0
-    around = surrounding(region, width=2)
+    around = surrounding(region, width=2)   # the test's own reference (contrast_reference.py)
     assert around.sum() == 8 * 8 - 16 and not (around & region).any()
     assert region_contrast(image, region, around) == pytest.approx(3.0)
-    assert region_contrast(-5 * image + 7, region, around) == pytest.approx(3.0)  # normalisation cancels
+    table = contrast_table({"A": image, "affine": -5 * image + 7, "flat": np.ones_like(image)},
+                           {"r": region, "empty": np.zeros_like(region)}, width=2)
+    assert table["r"]["A"] == pytest.approx(3.0) and table["r"]["affine"] == pytest.approx(3.0)  # normalisation cancels
+    assert np.isnan(table["r"]["flat"]) and np.isnan(table["empty"]["A"])
     brain = np.ones_like(region)
     brain[:, :9] = False                    # the surrounding is taken inside the mask only
-    assert surrounding(region, brain, 2).sum() == around[:, 9:].sum()
-    assert np.isnan(region_contrast(image, np.zeros_like(region), around))
-    table = contrast_table({"A": image, "flat": np.ones_like(image), "half": 0.5 * image + 0.5}, {"r": region})
-    assert table["r"]["A"] == pytest.approx(table["r"]["half"]) and np.isnan(table["r"]["flat"])
+    image[brain == 0] = 9.0                 # whatever lies outside it does not count
+    assert contrast_table({"A": image}, {"r": region}, within=brain, width=2)["r"]["A"] == pytest.approx(
+        region_contrast(image, region, surrounding(region, brain, 2)))
+    # 3D, irregular region, random image: the library's separable max-pool dilation equals scipy's cube dilation
+    rng = np.random.default_rng(1)
+    volume, blob = rng.random((12, 14, 16)), rng.random((12, 14, 16)) > 0.97
+    assert contrast_table({"A": volume}, {"b": blob})["b"]["A"] == pytest.approx(
+        region_contrast(volume, blob, surrounding(blob)), rel=1e-9)
     assert kept_contrast({"A": 3.0, "B": 1.0, "fused": 2.7}, "fused", ["A", "B"]) == pytest.approx(0.9)
 
 
@@ -94,7 +102,6 @@ def test_export_contrast_leaves_out_what_lies_outside_the_nonzero_mask():
         fused = net(torch.from_numpy(data)[None])[0, 0].numpy()
     dataset_json = {"channel_names": {"0": "A", "1": "B"}, "labels": {"background": 0, "lesion": 1}}
     contrasts = case_contrasts(net, data, fused, labels, dataset_json)
-    from nnunet_fuse.imagefusion.metrics import region_contrast, surrounding
     lesion = labels == 1
     inside = region_contrast(data[0], lesion, surrounding(lesion, brain))
     assert contrasts["lesion"]["A"] == pytest.approx(inside) and inside > 8  # (2 − 1) / ~0.1

@@ -1,6 +1,7 @@
 """Fuse4Seg's training step: the fusion network (leader) and the segmentation network (follower), bi-level
-(DESIGN.md §3). The leader's objective is its fusion losses + λ × the follower's segmentation loss; two ways to take
-its gradient (``BilevelSettings.leader_gradient``):
+(DESIGN.md §3). The leader's objective is its fusion losses (intensity, gradient, decomposition and, with a
+contrast_weight > 0, the region-contrast loss on the batch's labelled regions: not in the paper) + λ × the follower's
+segmentation loss; two ways to take its gradient (``BilevelSettings.leader_gradient``):
 
 ``"unrolled"`` (a Stackelberg step): the follower steps first (nnU-Net's SGD on the segmentation loss of the detached
 fused image F), then the leader differentiates the segmentation loss of the follower *after* its step, θ1 = θ0 −
@@ -35,7 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnunet_fuse.imagefusion.losses import decomposition_loss, gradient_loss, intensity_loss, reconstruction_loss
+from nnunet_fuse.imagefusion.losses import (decomposition_loss, gradient_loss, intensity_loss, reconstruction_loss,
+                                            region_contrast_loss)
 
 
 LEADER_GRADIENTS = ("unrolled", "first-order", "none")
@@ -48,6 +50,7 @@ class BilevelSettings:
     intensity_weight: float = 1.0
     gradient_weight: float = 1.0
     decomposition_weight: float = 1.0
+    contrast_weight: float = 0.0        # the region-contrast loss (losses.region_contrast_loss; needs the regions)
     clip_norm: float = 12.0             # nnU-Net's gradient clipping, per network
     leader_gradient: str = "first-order"  # one of LEADER_GRADIENTS (module docstring)
     finite_difference: float = 1e-2     # ε·|v| of the unrolled step's second-order product
@@ -149,11 +152,15 @@ def unrolled_fused_gradient(segmentation: nn.Module, segmentation_input: Callabl
 def bilevel_step(network: nn.Module, data: torch.Tensor, target, segmentation_loss: Callable,
                  segmentation_optimizer: torch.optim.Optimizer, fusion_optimizer: torch.optim.Optimizer,
                  settings: BilevelSettings, pretraining: bool, scaler: Optional[torch.amp.GradScaler] = None,
-                 synchronize: Callable[[List[nn.Parameter]], None] = lambda parameters: None) -> dict:
+                 synchronize: Callable[[List[nn.Parameter]], None] = lambda parameters: None,
+                 regions: Optional[torch.Tensor] = None) -> dict:
     """One training iteration of a Fuse4SegNet (``network.fusion``, ``network.segmentation``,
-    ``network.segmentation_input``) on data (B, N, *S) and nnU-Net's target; autocast on CUDA with ``scaler``.
+    ``network.segmentation_input``) on data (B, N, *S) and nnU-Net's target; autocast on CUDA with ``scaler``;
+    regions (B, R, *S), the labelled regions of data, for the region-contrast loss (needed when its weight > 0).
     Returns {"loss": follower (segmentation) loss before its step, "leader_loss": fusion losses (+ λ × the
     segmentation loss the leader's gradient differentiates)}."""
+    if settings.contrast_weight > 0 and regions is None:
+        raise ValueError("the region-contrast loss (contrast_weight > 0) needs the labelled regions of the batch")
     fusion, segmentation = network.fusion, network.segmentation
     segmentation_parameters, fusion_parameters = list(segmentation.parameters()), list(fusion.parameters())
     autocast = torch.autocast(data.device.type, enabled=data.device.type == "cuda")
@@ -179,8 +186,11 @@ def bilevel_step(network: nn.Module, data: torch.Tensor, target, segmentation_lo
             decomposition = settings.decomposition_weight * decomposition_loss(features["base"], features["detail"])
             if pretraining:
                 return reconstruction_loss(fusion.decode_each(features).float(), rescaled.float()) + decomposition
-            return (settings.intensity_weight * intensity_loss(fused, rescaled)
-                    + settings.gradient_weight * gradient_loss(fused.float(), rescaled.float()) + decomposition)
+            losses = (settings.intensity_weight * intensity_loss(fused, rescaled)
+                      + settings.gradient_weight * gradient_loss(fused.float(), rescaled.float()) + decomposition)
+        if settings.contrast_weight > 0:
+            losses = losses + settings.contrast_weight * region_contrast_loss(fused, rescaled, regions)
+        return losses
 
     segmentation_optimizer.zero_grad(set_to_none=True)
     if pretraining or settings.leader_gradient == "first-order":

@@ -7,7 +7,7 @@ scalar (mean over the batch).
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -134,3 +134,49 @@ def reconstruction_loss(reconstructed: torch.Tensor, target: torch.Tensor, ssim_
                         mse_weight: float = 1.0) -> torch.Tensor:
     """ssim_weight·(1 − SSIM) + mse_weight·MSE, for the fusion pre-training (the autoencoder stage)."""
     return ssim_weight * (1 - ssim(reconstructed, target)) + mse_weight * F.mse_loss(reconstructed, target)
+
+
+_MAX_POOL = {2: F.max_pool2d, 3: F.max_pool3d}
+SURROUNDING_WIDTH = 5  # voxels: how far around a region its surrounding tissue reaches (region_contrasts)
+
+
+def region_contrasts(images: torch.Tensor, regions: torch.Tensor, within: Optional[torch.Tensor] = None,
+                     width: int = SURROUNDING_WIDTH) -> torch.Tensor:
+    """How far each region stands out of the tissue around it in each image channel: |mean inside − mean of the
+    surrounding| / sd of the surrounding, the surrounding being the voxels within ``width`` voxels of the region (a
+    cube neighbourhood) outside it, and inside ``within`` (e.g. the brain) where given. Unchanged by any affine
+    intensity map of an image (per-modality normalisation cancels); differentiable in images.
+    images (B, C, *S); regions (B, R, *S) and within (B, 1, *S), boolean or {0, 1} → (B, C, R), at least float32
+    (float64 stays float64); NaN where a region or its surrounding is empty or the surrounding flat."""
+    dims = _spatial_dims(images)
+    dtype = torch.promote_types(images.dtype, torch.float32)
+    masks = regions.to(dtype)
+    around = masks
+    for axis in range(dims):  # the cube neighbourhood as one max-pool per axis: 3·(2w + 1) taps, not (2w + 1)³
+        kernel = [1] * dims
+        kernel[axis] = 2 * width + 1
+        around = _MAX_POOL[dims](around, kernel, stride=1, padding=[k // 2 for k in kernel])
+    around = around - masks
+    if within is not None:
+        around = around * within.to(dtype)
+    inside, around = masks.flatten(2).transpose(1, 2), around.flatten(2).transpose(1, 2)  # (B, V, R)
+    x = images.to(dtype).flatten(2)                                                      # (B, C, V)
+    n_inside, n_around = inside.sum(1, keepdim=True), around.sum(1, keepdim=True)        # (B, 1, R)
+    mean_inside = (x @ inside) / n_inside.clamp_min(1)
+    mean_around = (x @ around) / n_around.clamp_min(1)
+    variance = ((x * x) @ around) / n_around.clamp_min(1) - mean_around ** 2
+    defined = (n_inside > 0) & (n_around > 1) & (variance > 0)
+    contrast = (mean_inside - mean_around).abs() / variance.clamp_min(torch.finfo(dtype).tiny).sqrt()
+    return torch.where(defined, contrast, torch.full_like(contrast, float("nan")))
+
+
+def region_contrast_loss(fused: torch.Tensor, images: torch.Tensor, regions: torch.Tensor,
+                         keep: float = 1.0) -> torch.Tensor:
+    """mean over the (case, region) pairs present of max(0, keep − contrast(F) / max_i contrast(I_i)): every labelled
+    region stands out of the fused image at least ``keep`` × as much as in the modality that shows it best
+    (region_contrasts). fused (B, 1, *S), images (B, N, *S), regions (B, R, *S) → scalar; 0 (with F's graph) where
+    no modality shows a region."""
+    best = region_contrasts(images.detach(), regions).nan_to_num(0).amax(dim=1)  # (B, R)
+    kept = region_contrasts(fused, regions)[:, 0].nan_to_num(0) / best.clamp_min(1e-6)
+    shortfall = (keep - kept).clamp_min(0)[best > 0]
+    return shortfall.mean() if shortfall.numel() else fused.sum() * 0

@@ -2,14 +2,16 @@
 
 entropy (bits), spatial frequency, mutual information with a source (bits), SSIM with a source (Gaussian window,
 ``nnunet_fuse.imagefusion.losses.ssim``); and, where label maps exist, each labelled region's contrast against the
-tissue around it in every image (region_contrast, contrast_table): what a fused image keeps of what each modality
-shows.
+tissue around it in every image (contrast_table): what a fused image keeps of what each modality shows.
 """
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
 
 import numpy as np
+import torch
+
+from nnunet_fuse.imagefusion.losses import SURROUNDING_WIDTH, region_contrasts, ssim
 
 
 def _histogram_bins(x: np.ndarray, bins: int) -> np.ndarray:
@@ -42,19 +44,12 @@ def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = 64) -> float:
 
 def fusion_metrics(fused: np.ndarray, sources: Sequence[np.ndarray], names: Sequence[str]) -> Dict[str, float]:
     """Entropy and spatial frequency of the fused image; MI and SSIM of the fused image with each source."""
-    import torch
-
-    from nnunet_fuse.imagefusion.losses import ssim
-
     result = {"entropy": entropy(fused), "spatial_frequency": spatial_frequency(fused)}
     as_tensor = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))[None, None]  # noqa: E731
     for name, source in zip(names, sources):
         result[f"mi_{name}"] = mutual_information(fused, source)
         result[f"ssim_{name}"] = float(ssim(as_tensor(fused), as_tensor(source)))
     return result
-
-
-SURROUNDING_WIDTH = 5  # voxels: how far around a region its surrounding tissue reaches (region_contrast)
 
 
 def label_regions(labels: np.ndarray, dataset_labels: Dict[str, object]) -> Dict[str, np.ndarray]:
@@ -68,37 +63,22 @@ def label_regions(labels: np.ndarray, dataset_labels: Dict[str, object]) -> Dict
     return masks
 
 
-def surrounding(region: np.ndarray, within: Optional[np.ndarray] = None,
-                width: int = SURROUNDING_WIDTH) -> np.ndarray:
-    """The voxels within ``width`` voxels of ``region`` (a cube neighbourhood) outside it, and inside ``within``
-    (e.g. the brain) where given: boolean, the shape of region."""
-    from scipy.ndimage import binary_dilation
-
-    shell = binary_dilation(region, np.ones((3,) * region.ndim, dtype=bool), iterations=width) & ~region
-    return shell & within if within is not None else shell
-
-
-def region_contrast(image: np.ndarray, region: np.ndarray, around: np.ndarray) -> float:
-    """|mean inside − mean of the surrounding| / sd of the surrounding (``around``, see surrounding): how far a
-    region stands out of the tissue around it, in units of that tissue's variation. Unchanged by any affine
-    intensity map of the image (per-modality normalisation cancels); NaN where the region or its surrounding is
-    empty or the surrounding flat."""
-    image = np.asarray(image, dtype=np.float64)
-    if not region.any() or around.sum() < 2:
-        return float("nan")
-    sd = image[around].std()
-    return float(abs(image[region].mean() - image[around].mean()) / sd) if sd > 0 else float("nan")
-
-
 def contrast_table(images: Dict[str, np.ndarray], regions: Dict[str, np.ndarray],
                    within: Optional[np.ndarray] = None,
                    width: int = SURROUNDING_WIDTH) -> Dict[str, Dict[str, float]]:
-    """region → image name → region_contrast of every image (modalities, fusions: arrays of one shape)."""
-    table = {}
-    for region_name, region in regions.items():
-        around = surrounding(region, within, width)
-        table[region_name] = {name: region_contrast(image, region, around) for name, image in images.items()}
-    return table
+    """region → image name → how far the region stands out of the tissue around it in the image
+    (``losses.region_contrasts``: the measure the region-contrast loss trains on); images, regions and within
+    (e.g. the brain: the surrounding is taken inside it) are arrays of one shape; NaN where undefined."""
+    if not regions:
+        return {}
+
+    def as_batch(arrays) -> torch.Tensor:  # (1, len(arrays), *S), float64
+        return torch.from_numpy(np.stack([np.asarray(a, dtype=np.float64) for a in arrays]))[None]
+
+    contrasts = region_contrasts(as_batch(images.values()), as_batch(regions.values()),
+                                 None if within is None else as_batch([within]), width)[0]  # (images, regions)
+    return {region: {name: float(contrasts[i, r]) for i, name in enumerate(images)}
+            for r, region in enumerate(regions)}
 
 
 def kept_contrast(contrasts: Dict[str, float], image: str, modalities: Sequence[str]) -> float:

@@ -37,6 +37,16 @@ def check_checkpoint_trainer(checkpoint: dict, trainer_name: str, filename: str)
                            f"-tr {written_by}.")
 
 
+def region_masks(target, label_manager) -> torch.Tensor:
+    """The batch's labelled regions at full resolution, (B, R, *S) boolean: one channel per foreground label, or per
+    region of a region-based dataset such as BraTS, from nnU-Net's target (B, 1 or R (+ 1 ignore), *S) or its list
+    under deep supervision (the first entry is the full resolution)."""
+    target = target[0] if isinstance(target, list) else target
+    if label_manager.has_regions:
+        return target[:, :len(label_manager.foreground_regions)] > 0.5
+    return torch.cat([target == label for label in label_manager.foreground_labels], dim=1)
+
+
 class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
     """Bi-level Fuse4Seg training on Fuse4Seg plans; attributes below are logged at the start of training."""
 
@@ -49,6 +59,7 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
     intensity_weight: float = BilevelSettings.intensity_weight
     gradient_weight: float = BilevelSettings.gradient_weight
     decomposition_weight: float = BilevelSettings.decomposition_weight
+    contrast_weight: float = BilevelSettings.contrast_weight  # region contrast, from the batch's labels
     leader_gradient: str = BilevelSettings.leader_gradient  # imagefusion.bilevel.LEADER_GRADIENTS
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -80,7 +91,7 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
             f"{self.follower_steps}, leader weight λ = "
             f"{self.leader_weight}, fusion pre-training epochs = {self.pretrain_epochs}, fusion lr = {self.fusion_lr}, "
             f"loss weights intensity {self.intensity_weight}, gradient {self.gradient_weight}, decomposition "
-            f"{self.decomposition_weight}")
+            f"{self.decomposition_weight}, region contrast {self.contrast_weight}")
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
@@ -94,11 +105,12 @@ class nnUNetTrainerFuse4Seg(MethodPlansTrainer):
         target = ([t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list)
                   else target.to(self.device, non_blocking=True))
         settings = BilevelSettings(self.follower_steps, self.leader_weight, self.intensity_weight,
-                                   self.gradient_weight, self.decomposition_weight,
+                                   self.gradient_weight, self.decomposition_weight, self.contrast_weight,
                                    leader_gradient=self.leader_gradient)
         return bilevel_step(self.model(), data, target, self.loss, self.optimizer, self.fusion_optimizer, settings,
                             pretraining=self.current_epoch < self.pretrain_epochs, scaler=self.grad_scaler,
-                            synchronize=average_gradients)
+                            synchronize=average_gradients,
+                            regions=region_masks(target, self.label_manager) if self.contrast_weight > 0 else None)
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
