@@ -55,14 +55,22 @@ for fold in $folds; do
   nnunet-fuse reproduce -d $id -c 2d --methods "$methods" --folds "$fold" \
     --budget "$budget" -device cpu -np "$nnUNet_def_n_proc" -o "$work/report_${data}_$budget"
 done
-# one validation case of the first fold given: its fused image from each learned fusion, and each region's contrast
-# (the folders are the script's own and rewritten: the case's channels only, never another fold's cases)
+# one validation case of the first fold given: its fused image from each learned fusion trained in this call (the
+# arms and variants of METHODS; the folders are the script's own and rewritten: the case's channels only, never
+# another fold's cases), and each region's contrast
 first=${folds%% *}
 case_id=$(python -c "import json; print(json.load(open('$folder/splits_final.json'))[$first]['val'][0])")
 inputs=$work/case_in_$data && rm -rf "$inputs" && mkdir -p "$inputs"
 for f in "$nnUNet_raw/$name/imagesTr/${case_id}"_000?.nii.gz; do ln -sf "$f" "$inputs/"; done
-for trainer in nnUNetTrainerFuse4Seg nnUNetTrainerFuse4SegUnrolled nnUNetTrainerFuse4SegAverage; do
-  out=$work/case_${data}_${budget}_fold$first/$trainer && rm -rf "$out"
-  nnunet-fuse export-fused -i "$inputs" -o "$out/fused" -d $id -c 2d -f "$first" -tr "${trainer}_$budget" \
+for method in ${methods//,/ }; do
+  case $method in
+    *:*) trainer=${method#*:};;
+    fuse4seg) trainer=nnUNetTrainerFuse4Seg_$budget;;
+    fuse4seg-unrolled) trainer=nnUNetTrainerFuse4SegUnrolled_$budget;;
+    fuse4seg-average) trainer=nnUNetTrainerFuse4SegAverage_$budget;;
+    *) continue;;
+  esac
+  out=$work/case_${data}_${budget}_fold$first/${trainer%_"$budget"} && rm -rf "$out"
+  nnunet-fuse export-fused -i "$inputs" -o "$out/fused" -d $id -c 2d -f "$first" -tr "$trainer" \
     -p nnUNetFuse4SegPlans -device cpu --labels "$nnUNet_raw/$name/labelsTr"
 done

@@ -59,3 +59,19 @@ class nnUNetTrainerFuse4SegUnrolled_demo_fusionlr1e3(nnUNetTrainerFuse4SegUnroll
     """Unrolled, the leader's AdamW at 1e-3 instead of 1e-4 (at 1e-4 the fused image stays near the average at this
     budget)."""
     fusion_lr = 1e-3
+
+
+class nnUNetTrainerFuse4SegUnrolled_demo_contrast(nnUNetTrainerFuse4SegUnrolled_demo):
+    """Unrolled, with the region-contrast loss (weight 4): the leader also learns from the labelled regions to keep
+    each region's contrast as the modality that shows it best does (issue 30, item 3)."""
+    contrast_weight = 4.0
+
+
+class nnUNetTrainerFuse4SegUnrolled_demo_contrast_lr1e3(nnUNetTrainerFuse4SegUnrolled_demo_contrast):
+    """The region-contrast variant with the leader's AdamW at 1e-3 (at 1e-4 it may not move far in 250 iterations)."""
+    fusion_lr = 1e-3
+
+
+class nnUNetTrainerFuse4SegUnrolled_demo_contrast_lr1e2(nnUNetTrainerFuse4SegUnrolled_demo_contrast):
+    """The region-contrast variant with the leader's AdamW at 1e-2."""
+    fusion_lr = 1e-2
