@@ -4,7 +4,8 @@ benchmarks/workdir_env.sh), e.g.
 
     nnunet-fuse reproduce -d 993 -c 2d --methods fuse4seg:nnUNetTrainerFuse4Seg_demo_lambda1 --budget demo ...
 """
-from nnunet_fuse.training.budget import nnUNetTrainerFuse4Seg_demo, nnUNetTrainerFuse4SegUnrolled_demo
+from nnunet_fuse.training.budget import (nnUNetTrainerFuse4Seg_demo, nnUNetTrainerFuse4SegAverage_demo,
+                                         nnUNetTrainerFuse4SegUnrolled_demo)
 
 
 class nnUNetTrainerFuse4Seg_demo_nointensity(nnUNetTrainerFuse4Seg_demo):
@@ -75,3 +76,9 @@ class nnUNetTrainerFuse4SegUnrolled_demo_contrast_lr1e3(nnUNetTrainerFuse4SegUnr
 class nnUNetTrainerFuse4SegUnrolled_demo_contrast_lr1e2(nnUNetTrainerFuse4SegUnrolled_demo_contrast):
     """The region-contrast variant with the leader's AdamW at 1e-2."""
     fusion_lr = 1e-2
+
+
+class nnUNetTrainerFuse4SegAverage_demo_k2(nnUNetTrainerFuse4SegAverage_demo):
+    """The plain-average arm with K = 2 follower steps per batch: the control for `_k2` (is it the fusion, or twice
+    the segmentation network's steps?)."""
+    follower_steps = 2
