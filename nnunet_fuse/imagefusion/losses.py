@@ -176,7 +176,9 @@ def region_contrast_loss(fused: torch.Tensor, images: torch.Tensor, regions: tor
     region stands out of the fused image at least ``keep`` × as much as in the modality that shows it best
     (region_contrasts). fused (B, 1, *S), images (B, N, *S), regions (B, R, *S) → scalar; 0 (with F's graph) where
     no modality shows a region."""
-    best = region_contrasts(images.detach(), regions).nan_to_num(0).amax(dim=1)  # (B, R)
-    kept = region_contrasts(fused, regions)[:, 0].nan_to_num(0) / best.clamp_min(1e-6)
+    dtype = torch.promote_types(images.dtype, fused.dtype)  # one call: the regions' surroundings found once
+    contrasts = region_contrasts(torch.cat([images.detach().to(dtype), fused.to(dtype)], dim=1), regions)
+    best = contrasts[:, :-1].nan_to_num(0).amax(dim=1)  # (B, R)
+    kept = contrasts[:, -1].nan_to_num(0) / best.clamp_min(1e-6)
     shortfall = (keep - kept).clamp_min(0)[best > 0]
     return shortfall.mean() if shortfall.numel() else fused.sum() * 0
