@@ -62,14 +62,10 @@ first=${folds%% *}
 case_id=$(python -c "import json; print(json.load(open('$folder/splits_final.json'))[$first]['val'][0])")
 inputs=$work/case_in_$data && rm -rf "$inputs" && mkdir -p "$inputs"
 for f in "$nnUNet_raw/$name/imagesTr/${case_id}"_000?.nii.gz; do ln -sf "$f" "$inputs/"; done
-for method in ${methods//,/ }; do
-  case $method in
-    *:*) trainer=${method#*:};;
-    fuse4seg) trainer=nnUNetTrainerFuse4Seg_$budget;;
-    fuse4seg-unrolled) trainer=nnUNetTrainerFuse4SegUnrolled_$budget;;
-    fuse4seg-average) trainer=nnUNetTrainerFuse4SegAverage_$budget;;
-    *) continue;;
-  esac
+# (reproduce's own names: each method of Fuse4Seg's plans and its trainer at this budget)
+trainers=$(python -c "from nnunet_fuse.reproduce.runs import method_of, parse_methods
+print(*[method_of(m).trainer('$budget') for m in parse_methods('$methods') if method_of(m).overlay == 'fuse4seg'])")
+for trainer in $trainers; do
   out=$work/case_${data}_${budget}_fold$first/${trainer%_"$budget"} && rm -rf "$out"
   nnunet-fuse export-fused -i "$inputs" -o "$out/fused" -d $id -c 2d -f "$first" -tr "$trainer" \
     -p nnUNetFuse4SegPlans -device cpu --labels "$nnUNet_raw/$name/labelsTr"
