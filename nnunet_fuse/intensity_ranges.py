@@ -3,10 +3,15 @@ network maps to [0, 1], from the plans alone or from the preprocessed data."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 import numpy as np
 
+# the percentiles of the preprocessed data mapped to 0 and 1. The top is nearly the maximum: the structures an MRI
+# shows brightest are small (on BraTS the enhancing tumour is < 0.5 % of the voxels), and at the 99.5th percentile
+# the clamp to 1 flattened 46–93 % of the enhancing tumour's T1c voxels and removed up to 47 % of its contrast before
+# any fusion (benchmarks/README.md, "Fuse4Seg: what a fusion can keep"); at 99.99 at most 3 %.
+RANGE_PERCENTILES = (0.5, 99.99)
 
 def _configuration_value(plans: dict, configuration: str, key: str):
     """A configuration's entry, looked up through ``inherits_from`` as nnU-Net does."""
@@ -19,17 +24,18 @@ def _configuration_value(plans: dict, configuration: str, key: str):
 def intensity_ranges(plans: dict, configuration: str) -> List[List[float]]:
     """Per channel, the (low, high) of nnU-Net's normalised intensities that Fuse4Seg's fusion network maps to
     [0, 1], from the plans alone (``write_plans_variant`` replaces them by ``preprocessed_intensity_ranges`` once
-    the data is preprocessed): the dataset's 0.5 and 99.5 foreground percentiles
-    (``foreground_intensity_properties_per_channel``) in the units of the configuration's normalisation.
-    CTNormalization (clip to them, z-score with the dataset's foreground mean and std): exact; ZScoreNormalization
-    (per image): through the dataset's foreground mean and std, a dataset-wide approximation of each image's;
-    NoNormalization: as they are; rescaling to [0, 1]: (0, 1)."""
+    the data is preprocessed): the dataset's 0.5 foreground percentile and its foreground maximum (the fingerprint's
+    nearest to RANGE_PERCENTILES' top; ``foreground_intensity_properties_per_channel``) in the units of the
+    configuration's normalisation. CTNormalization (clip to the 0.5 and 99.5 percentiles, z-score with the dataset's
+    foreground mean and std): exact, up to the clip; ZScoreNormalization (per image): through the dataset's foreground
+    mean and std, a dataset-wide approximation of each image's; NoNormalization: as they are; rescaling to [0, 1]:
+    (0, 1)."""
     schemes = _configuration_value(plans, configuration, "normalization_schemes")
     properties = plans["foreground_intensity_properties_per_channel"]
     ranges = []
     for channel, scheme in enumerate(schemes):
         p = properties[str(channel)]
-        low, high = p["percentile_00_5"], p["percentile_99_5"]
+        low, high = p["percentile_00_5"], p["percentile_99_5"] if scheme == "CTNormalization" else p["max"]
         if scheme in ("RescaleTo01Normalization", "RGBTo01Normalization"):
             low, high = 0.0, 1.0
         elif scheme != "NoNormalization":
@@ -41,8 +47,9 @@ def intensity_ranges(plans: dict, configuration: str) -> List[List[float]]:
     return ranges
 
 
-def preprocessed_intensity_ranges(folder: Path, max_cases: int = 8, max_voxels: int = 2 ** 22) -> List[List[float]]:
-    """Per channel, the 0.5 and 99.5 percentiles of nnU-Net's preprocessed (normalised) data in ``folder`` (a
+def preprocessed_intensity_ranges(folder: Path, max_cases: int = 8, max_voxels: int = 2 ** 22,
+                                  percentiles: Sequence[float] = RANGE_PERCENTILES) -> List[List[float]]:
+    """Per channel, the (low, high) ``percentiles`` of nnU-Net's preprocessed (normalised) data in ``folder`` (a
     configuration's data_identifier folder), over up to ``max_cases`` cases spread over the dataset, strided voxels.
     What the network will see, whatever the normalisation scheme.
 
@@ -63,6 +70,6 @@ def preprocessed_intensity_ranges(folder: Path, max_cases: int = 8, max_voxels: 
         samples.append(flat[:, ::max(1, flat.shape[1] * len(chosen) // max_voxels)])
     pooled = np.concatenate(samples, axis=1).astype(np.float64)
     ranges = []
-    for low, high in np.percentile(pooled, [0.5, 99.5], axis=1).T:
+    for low, high in np.percentile(pooled, percentiles, axis=1).T:
         ranges.append([round(float(low), 4), round(float(high if high > low else low + 1.0), 4)])
     return ranges

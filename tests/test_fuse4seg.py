@@ -15,6 +15,7 @@ from contrast_reference import region_contrast, surrounding
 import nnunet_fuse
 from nnunet_fuse.commands import nnunet_command, nnunet_environment
 from nnunet_fuse.datasets.synthetic import make_case, make_synthetic_dataset
+from nnunet_fuse.intensity_ranges import RANGE_PERCENTILES
 from nnunet_fuse.planning import PlanningError, write_plans_variant
 from nnunet_fuse.training.fuse4seg import check_checkpoint_trainer
 
@@ -48,7 +49,7 @@ def test_plan_variants_for_both_segmentation_networks(two_channel_dataset):
     ranges = architecture["arch_kwargs"]["fusion_intensity_ranges"]
     dataset = infer_dataset_class(str(folder / "nnUNetPlans_2d"))(str(folder / "nnUNetPlans_2d"))
     data = np.concatenate([np.asarray(dataset.load_case(i)[0]).reshape(2, -1) for i in dataset.identifiers], axis=1)
-    expected = np.percentile(data, [0.5, 99.5], axis=1).T
+    expected = np.percentile(data, RANGE_PERCENTILES, axis=1).T
     np.testing.assert_allclose(ranges, expected, atol=0.05)
     run([str(BIN / "nnunet-fuse"), "plan", "-d", str(MULTI_ID), "--method", "fuse4seg", "--segment-with", "fuseunet",
          "-c", "2d"], env)
