@@ -158,7 +158,7 @@ def test_trained_leader_moves_the_fused_image_away_from_the_average_where_modali
 
 def test_region_contrast_loss_trains_a_fused_image_that_keeps_each_structure_as_its_best_modality_shows_it():
     """contrast_weight > 0: the leader also learns from the labelled regions; after a short training every structure
-    stands out of the fused image at least 0.9 × as much as in the modality that shows it (the contrast export-fused
+    stands out of the fused image 0.9–1.25 × as much as in the modality that shows it (the contrast export-fused
     reports), where the average keeps less; without the regions the step refuses to run. Checked where the two
     structures lie apart (beyond each other's surroundings): where they are close, the fused image, which shows both,
     has the other in each one's surroundings, and no image that shows both keeps each one's contrast."""
@@ -173,7 +173,7 @@ def test_region_contrast_loss_trains_a_fused_image_that_keeps_each_structure_as_
     fusion_opt = torch.optim.AdamW(net.fusion.parameters(), 1e-2)
     with pytest.raises(ValueError, match="needs the labelled regions"):
         bilevel_step(net, data, labels, F.cross_entropy, seg_opt, fusion_opt, settings, pretraining=False)
-    for _ in range(40):
+    for _ in range(80):
         bilevel_step(net, data, labels, F.cross_entropy, seg_opt, fusion_opt, settings, pretraining=False,
                      regions=regions)
     with torch.no_grad():
@@ -186,4 +186,4 @@ def test_region_contrast_loss_trains_a_fused_image_that_keeps_each_structure_as_
         table = contrast_table(images, {"square": labels[b].numpy() == 1, "disc": labels[b].numpy() == 2})
         for region, contrasts in table.items():
             assert kept_contrast(contrasts, "average", ["A", "B"]) < 0.85
-            assert kept_contrast(contrasts, "fused", ["A", "B"]) >= 0.9, (b, region, contrasts)
+            assert 0.9 <= kept_contrast(contrasts, "fused", ["A", "B"]) <= 1.25, (b, region, contrasts)
