@@ -64,7 +64,8 @@ class nnUNetTrainerFuse4SegUnrolled_demo_fusionlr1e3(nnUNetTrainerFuse4SegUnroll
 
 class nnUNetTrainerFuse4SegUnrolled_demo_contrast(nnUNetTrainerFuse4SegUnrolled_demo):
     """Unrolled, with the region-contrast loss (weight 4): the leader also learns from the labelled regions to keep
-    each region's contrast as the modality that shows it best does (issue 30, item 3)."""
+    each region's contrast as the modality that shows it best does (issue 30, item 3; the loss was one-sided, a
+    shortfall only, until 2026-12-07, and is two-sided since)."""
     contrast_weight = 4.0
 
 
@@ -76,6 +77,17 @@ class nnUNetTrainerFuse4SegUnrolled_demo_contrast_lr1e3(nnUNetTrainerFuse4SegUnr
 class nnUNetTrainerFuse4SegUnrolled_demo_contrast_lr1e2(nnUNetTrainerFuse4SegUnrolled_demo_contrast):
     """The region-contrast variant with the leader's AdamW at 1e-2."""
     fusion_lr = 1e-2
+
+
+class nnUNetTrainerFuse4Seg_demo_contrast_lr1e3(nnUNetTrainerFuse4Seg_demo):
+    """As shipped (first-order), with the region-contrast loss (weight 4) and the leader's AdamW at 1e-3."""
+    contrast_weight = 4.0
+    fusion_lr = 1e-3
+
+
+class nnUNetTrainerFuse4Seg_demo_contrast16_lr1e3(nnUNetTrainerFuse4Seg_demo_contrast_lr1e3):
+    """The first-order contrast variant with the region-contrast loss at weight 16 instead of 4."""
+    contrast_weight = 16.0
 
 
 class nnUNetTrainerFuse4SegAverage_demo_k2(nnUNetTrainerFuse4SegAverage_demo):
