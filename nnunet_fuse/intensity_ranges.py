@@ -9,9 +9,10 @@ import numpy as np
 
 # the percentiles of the preprocessed data mapped to 0 and 1. The top is nearly the maximum: the structures an MRI
 # shows brightest are small (on BraTS the enhancing tumour is < 0.5 % of the voxels), and at the 99.5th percentile
-# the clamp to 1 flattened 46–93 % of the enhancing tumour's T1c voxels and removed up to 47 % of its contrast before
+# the clamp to 1 took 46–93 % of the enhancing tumour's T1c voxels and removed up to 47 % of its contrast before
 # any fusion (benchmarks/README.md, "Fuse4Seg: what a fusion can keep"); at 99.99 at most 3 %.
 RANGE_PERCENTILES = (0.5, 99.99)
+
 
 def _configuration_value(plans: dict, configuration: str, key: str):
     """A configuration's entry, looked up through ``inherits_from`` as nnU-Net does."""

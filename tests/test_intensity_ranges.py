@@ -10,9 +10,9 @@ from nnunet_fuse.intensity_ranges import intensity_ranges, preprocessed_intensit
 
 
 def test_ranges_keep_the_contrast_of_a_small_bright_structure(tmp_path):
-    """Two z-scored cases; in the second channel a structure of 0.4 % of the voxels at 6 sd (an enhancing tumour in
+    """Two z-scored cases; in the second channel a structure of 0.3 % of the voxels at 6 sd (an enhancing tumour in
     T1c): rescaled with the ranges of the preprocessed data it keeps its contrast (the 99.5th percentile clamped it
-    to 1 and kept 0.4 of it)."""
+    to 1 and kept less than half of it)."""
     rng = np.random.default_rng(0)
     shape = (8, 64, 64)
     structure = np.zeros(shape, dtype=bool)
