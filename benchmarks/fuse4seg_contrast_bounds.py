@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-from nnunet_fuse.imagefusion.losses import SURROUNDING_WIDTH
+from nnunet_fuse.imagefusion.losses import neighbourhood
 from nnunet_fuse.imagefusion.metrics import contrast_table, label_regions
 from nnunet_fuse.imagefusion.network import RobustRescale
 from nnunet_fuse.intensity_ranges import RANGE_PERCENTILES, preprocessed_intensity_ranges
@@ -46,31 +46,30 @@ def load_cases(folder: Path) -> List[tuple]:
     return cases
 
 
-def shares(cases: List[dict], fuse: Callable[[np.ndarray, Dict[str, np.ndarray]], np.ndarray]) -> np.ndarray:
-    """(cases, regions): the contrast of fuse(rescaled, regions) / the best modality's, per case and region."""
+def shares(cases: List[dict], fuse: Callable[[dict], np.ndarray]) -> np.ndarray:
+    """(cases, regions): the contrast of fuse(case) / the best modality's, per case and region."""
     rows = []
     for case in cases:
-        fused = fuse(case["rescaled"], case["regions"])
+        fused = fuse(case)
         table = contrast_table({"fused": fused}, case["regions"], within=case["within"])
         rows.append([table[r]["fused"] / case["best"][r] for r in case["regions"]])
     return np.array(rows)
 
 
-def selection(rescaled: np.ndarray, regions: Dict[str, np.ndarray], best: Dict[str, int]) -> np.ndarray:
-    """Each region and its surroundings (the cube of SURROUNDING_WIDTH) from its best modality, elsewhere the
-    average."""
+def selection(case: dict) -> np.ndarray:
+    """Each region and its surroundings (losses.neighbourhood) from its best modality, elsewhere the average."""
+    rescaled = case["rescaled"]
     fused = rescaled.mean(0)
-    for name, mask in regions.items():
-        near = torch.from_numpy(mask.astype(np.float64))[None, None]
-        near = torch.nn.functional.max_pool3d(near, 2 * SURROUNDING_WIDTH + 1, stride=1,
-                                              padding=SURROUNDING_WIDTH)[0, 0].numpy() > 0
-        fused = np.where(near, rescaled[best[name]], fused)
+    for name, mask in case["regions"].items():
+        near = neighbourhood(torch.from_numpy(mask.astype(np.float64))[None, None])[0, 0].numpy() > 0
+        fused = np.where(near, rescaled[case["best_modality"][name]], fused)
     return fused
 
 
 def best_of(cases: List[dict], family: Dict[str, Callable]) -> tuple:
-    """(name, shares) of the family member whose worst share over cases and regions is the highest."""
-    scored = [(name, shares(cases, lambda r, _, f=f: f(r))) for name, f in family.items()]
+    """(name, shares) of the family member (a function of the rescaled modalities) whose worst share over cases and
+    regions is the highest."""
+    scored = [(name, shares(cases, lambda c, f=f: f(c["rescaled"]))) for name, f in family.items()]
     return max(scored, key=lambda item: np.nanmin(item[1]))
 
 
@@ -98,12 +97,10 @@ def bounds(folder: Path, configuration: str) -> str:
         if any(list(case["regions"]) != names for case in cases):
             raise SystemExit("every case needs every region for this table")
         region_names = names
-        fusions = {m: shares(cases, lambda r, _, i=i: r[i]) for i, m in enumerate(modalities)}
-        fusions["average"] = shares(cases, lambda r, _: r.mean(0))
-        fusions["max"] = shares(cases, lambda r, _: r.max(0))
-        fusions["selection (oracle)"] = np.array([
-            shares([case], lambda r, regions, c=case: selection(r, regions, c["best_modality"]))[0]
-            for case in cases])
+        fusions = {m: shares(cases, lambda c, i=i: c["rescaled"][i]) for i, m in enumerate(modalities)}
+        fusions["average"] = shares(cases, lambda c: c["rescaled"].mean(0))
+        fusions["max"] = shares(cases, lambda c: c["rescaled"].max(0))
+        fusions["selection (oracle)"] = shares(cases, selection)
         grid = list(itertools.product(BETAS, THRESHOLDS))
         name, value = best_of(cases, {f"sum + boost (β {b}, t {t})":
                                       (lambda r, b=b, t=t: (r + b * np.maximum(r - t, 0)).sum(0)) for b, t in grid})

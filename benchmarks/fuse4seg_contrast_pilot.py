@@ -22,21 +22,15 @@ import torch
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from torch import nn
 
-from nnunet_fuse.imagefusion.losses import gradient_loss, intensity_loss, region_contrast_loss, region_contrasts
+from nnunet_fuse.imagefusion.losses import (gradient_loss, intensity_loss, kept_contrast_shares, region_contrast_loss,
+                                            region_contrasts)
+from nnunet_fuse.imagefusion.metrics import label_regions
 from nnunet_fuse.imagefusion.network import FusionNetwork
 
 
-def brats_regions(labels: torch.Tensor) -> torch.Tensor:
-    """nnU-Net's BraTS labels (1 oedema, 2 non-enhancing core, 3 enhancing), (1, *S) → whole tumour, tumour core,
-    enhancing tumour (3, *S)."""
-    return torch.cat([labels >= 1, labels >= 2, labels == 3])
-
-
 def one_sided_loss(fused: torch.Tensor, images: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    contrasts = region_contrasts(torch.cat([images.detach(), fused], dim=1), regions)
-    best = contrasts[:, :-1].nan_to_num(0).amax(dim=1)
-    kept = contrasts[:, -1].nan_to_num(0) / best.clamp_min(1e-6)
-    return (1 - kept).clamp_min(0)[best > 0].mean()
+    kept, shown = kept_contrast_shares(fused, images, regions)
+    return (1 - kept).clamp_min(0)[shown].mean()
 
 
 def main() -> None:
@@ -54,6 +48,11 @@ def main() -> None:
     kwargs = json.loads((args.folder / "nnUNetFuse4SegPlans.json").read_text())["configurations"]["2d"][
         "architecture"]["arch_kwargs"]
     split = json.loads((args.folder / "splits_final.json").read_text())[0]
+    dataset_labels = json.loads((args.folder / "dataset.json").read_text())["labels"]
+
+    def regions_of(labels: torch.Tensor) -> torch.Tensor:
+        """(1, *S) label map → (R, *S): dataset.json's labelled regions (BraTS: whole tumour, core, enhancing)."""
+        return torch.from_numpy(np.stack(list(label_regions(labels[0].numpy(), dataset_labels).values())))
     data_folder = args.folder / "nnUNetPlans_2d"
     dataset = infer_dataset_class(str(data_folder))(str(data_folder))
 
@@ -72,7 +71,7 @@ def main() -> None:
     for step in range(args.steps):
         chosen = rng.integers(len(slices), size=4)
         x = torch.stack([slices[i][0] for i in chosen])
-        regions = torch.stack([brats_regions(slices[i][1]) for i in chosen])
+        regions = torch.stack([regions_of(slices[i][1]) for i in chosen])
         fused, rescaled = net(x), net.rescale(x)
         loss = (args.contrast_weight * contrast_loss(fused, rescaled, regions)
                 + args.fidelity_weight * (intensity_loss(fused, rescaled) + gradient_loss(fused, rescaled)))
@@ -89,7 +88,7 @@ def main() -> None:
             fused = torch.cat([net(data[:, z:z + 1].movedim(1, 0)) for z in range(data.shape[1])])[:, 0]
             average = net.rescale(data[None])[0].mean(0, keepdim=True)
         images = torch.cat([data, fused[None], average])[None].double()
-        contrasts = region_contrasts(images, brats_regions(labels)[None], (labels >= 0)[None])[0]
+        contrasts = region_contrasts(images, regions_of(labels)[None], (labels >= 0)[None])[0]
         best = contrasts[:data.shape[0]].amax(0)
         print(f"  {case}: fused {np.round((contrasts[-2] / best).numpy(), 2).tolist()}, "
               f"average {np.round((contrasts[-1] / best).numpy(), 2).tolist()}")

@@ -140,6 +140,16 @@ _MAX_POOL = {2: F.max_pool2d, 3: F.max_pool3d}
 SURROUNDING_WIDTH = 5  # voxels: how far around a region its surrounding tissue reaches (region_contrasts)
 
 
+def neighbourhood(masks: torch.Tensor, width: int = SURROUNDING_WIDTH) -> torch.Tensor:
+    """Each mask grown by ``width`` voxels (a cube neighbourhood, the region included): (B, R, *S) float → same."""
+    dims = _spatial_dims(masks)
+    for axis in range(dims):  # the cube as one max-pool per axis: 3·(2w + 1) taps, not (2w + 1)³
+        kernel = [1] * dims
+        kernel[axis] = 2 * width + 1
+        masks = _MAX_POOL[dims](masks, kernel, stride=1, padding=[k // 2 for k in kernel])
+    return masks
+
+
 def region_contrasts(images: torch.Tensor, regions: torch.Tensor, within: Optional[torch.Tensor] = None,
                      width: int = SURROUNDING_WIDTH) -> torch.Tensor:
     """How far each region stands out of the tissue around it in each image channel: |mean inside − mean of the
@@ -148,15 +158,10 @@ def region_contrasts(images: torch.Tensor, regions: torch.Tensor, within: Option
     intensity map of an image (per-modality normalisation cancels); differentiable in images.
     images (B, C, *S); regions (B, R, *S) and within (B, 1, *S), boolean or {0, 1} → (B, C, R), at least float32
     (float64 stays float64); NaN where a region or its surrounding is empty or the surrounding flat."""
-    dims = _spatial_dims(images)
+    _spatial_dims(images)
     dtype = torch.promote_types(images.dtype, torch.float32)
     masks = regions.to(dtype)
-    around = masks
-    for axis in range(dims):  # the cube neighbourhood as one max-pool per axis: 3·(2w + 1) taps, not (2w + 1)³
-        kernel = [1] * dims
-        kernel[axis] = 2 * width + 1
-        around = _MAX_POOL[dims](around, kernel, stride=1, padding=[k // 2 for k in kernel])
-    around = around - masks
+    around = neighbourhood(masks, width) - masks
     if within is not None:
         around = around * within.to(dtype)
     inside, around = masks.flatten(2).transpose(1, 2), around.flatten(2).transpose(1, 2)  # (B, V, R)
@@ -170,15 +175,21 @@ def region_contrasts(images: torch.Tensor, regions: torch.Tensor, within: Option
     return torch.where(defined, contrast, torch.full_like(contrast, float("nan")))
 
 
+def kept_contrast_shares(fused: torch.Tensor, images: torch.Tensor, regions: torch.Tensor):
+    """Per case and region, contrast(F) / max_i contrast(I_i) (region_contrasts; the images detached), and whether
+    any modality shows the region: fused (B, 1, *S), images (B, N, *S), regions (B, R, *S) → two (B, R) tensors."""
+    dtype = torch.promote_types(images.dtype, fused.dtype)  # one call: the regions' surroundings found once
+    contrasts = region_contrasts(torch.cat([images.detach().to(dtype), fused.to(dtype)], dim=1), regions)
+    best = contrasts[:, :-1].nan_to_num(0).amax(dim=1)  # (B, R)
+    return contrasts[:, -1].nan_to_num(0) / best.clamp_min(1e-6), best > 0
+
+
 def region_contrast_loss(fused: torch.Tensor, images: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """mean over the (case, region) pairs present of |1 − contrast(F) / max_i contrast(I_i)|: every labelled region
     stands out of the fused image as much as in the modality that shows it best (region_contrasts) — no less (the
     fusion lost it) and no more (the fusion painted it from the labels it was trained on: with a one-sided shortfall a
     fusion network learnt to show BraTS tumours at 3–8× their best modality's contrast). fused (B, 1, *S), images
     (B, N, *S), regions (B, R, *S) → scalar; 0 (with F's graph) where no modality shows a region."""
-    dtype = torch.promote_types(images.dtype, fused.dtype)  # one call: the regions' surroundings found once
-    contrasts = region_contrasts(torch.cat([images.detach().to(dtype), fused.to(dtype)], dim=1), regions)
-    best = contrasts[:, :-1].nan_to_num(0).amax(dim=1)  # (B, R)
-    kept = contrasts[:, -1].nan_to_num(0) / best.clamp_min(1e-6)
-    deviation = (1 - kept).abs()[best > 0]
+    kept, shown = kept_contrast_shares(fused, images, regions)
+    deviation = (1 - kept).abs()[shown]
     return deviation.mean() if deviation.numel() else fused.sum() * 0
