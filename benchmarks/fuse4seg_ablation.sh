@@ -13,7 +13,7 @@
 #   the four arms; the search adds trainer variants on the same folds and plans (benchmarks/fuse4seg_variants), e.g.
 #   fuse4seg-unrolled:nnUNetTrainerFuse4SegUnrolled_demo_lambda1 — their rows merge into the same report.
 # Resumable: run the same command again (the report keeps finished folds). Report: WORKDIR/report_DATA_BUDGET
-# (results.md); also the fused image and the per-region contrast of one validation case of the first fold given
+# (results.md); also the fused images and the per-region contrast of the validation cases of the first fold given
 # (WORKDIR/case_DATA_BUDGET_foldK/TRAINER/fused/contrast.md).
 set -euo pipefail
 data=$2; budget=${3:-demo}; folds=${4:-0 1 2 3 4}; methods=${5:-nnunet,fuse4seg-average,fuse4seg,fuse4seg-unrolled}
@@ -55,13 +55,15 @@ for fold in $folds; do
   nnunet-fuse reproduce -d $id -c 2d --methods "$methods" --folds "$fold" \
     --budget "$budget" -device cpu -np "$nnUNet_def_n_proc" -o "$work/report_${data}_$budget"
 done
-# one validation case of the first fold given: its fused image from each learned fusion trained in this call (the
-# arms and variants of METHODS; the folders are the script's own and rewritten: the case's channels only, never
+# the validation cases of the first fold given: their fused images from each learned fusion trained in this call (the
+# arms and variants of METHODS; the folders are the script's own and rewritten: the cases' channels only, never
 # another fold's cases), and each region's contrast
 first=${folds%% *}
-case_id=$(python -c "import json; print(json.load(open('$folder/splits_final.json'))[$first]['val'][0])")
+case_ids=$(python -c "import json; print(*json.load(open('$folder/splits_final.json'))[$first]['val'])")
 inputs=$work/case_in_$data && rm -rf "$inputs" && mkdir -p "$inputs"
-for f in "$nnUNet_raw/$name/imagesTr/${case_id}"_000?.nii.gz; do ln -sf "$f" "$inputs/"; done
+for case_id in $case_ids; do
+  for f in "$nnUNet_raw/$name/imagesTr/${case_id}"_000?.nii.gz; do ln -sf "$f" "$inputs/"; done
+done
 # (reproduce's own names: each method of Fuse4Seg's plans and its trainer at this budget)
 trainers=$(python -c "from nnunet_fuse.reproduce.runs import method_of, parse_methods
 print(*[method_of(m).trainer('$budget') for m in parse_methods('$methods') if method_of(m).overlay == 'fuse4seg'])")

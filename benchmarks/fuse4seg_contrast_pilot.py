@@ -4,11 +4,14 @@ losses), then each region's contrast kept in the fused 3D volume of the fold's v
 ``export-fused --labels`` measures it (against nnU-Net's normalised modalities).
 
     python benchmarks/fuse4seg_contrast_pilot.py nnUNet_preprocessed/Dataset138_BraTS2015 [--loss two-sided]
-        [--steps 300] [--lr 1e-3] [--contrast-weight 4] [--fidelity-weight 1]
+        [--steps 300] [--lr 1e-3] [--contrast-weight 4] [--fidelity-weight 1] [--decomposition-weight 0]
+        [--clip 0] [--batch 4] [--any-slice] [--seed 0]
 
 --loss two-sided: losses.region_contrast_loss as the trainer uses it (|1 − kept|); one-sided: the shortfall only,
 max(0, 1 − kept), the loss as it was before 2026-12-07. The fusion network is built as the plans build it (channels,
 blocks, first stride, intensity ranges of nnUNetFuse4SegPlans.json); batch 4 slices with a labelled region, AdamW.
+What the trainer does besides, one option each: the decomposition loss (weight 1 there), nnU-Net's gradient clipping
+(12), its batch (2 on the ablation's plans) of slices drawn from all slices, not only those with a labelled region.
 """
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ import torch
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from torch import nn
 
-from nnunet_fuse.imagefusion.losses import (gradient_loss, intensity_loss, kept_contrast_shares, region_contrast_loss,
-                                            region_contrasts)
+from nnunet_fuse.imagefusion.losses import (decomposition_loss, gradient_loss, intensity_loss, kept_contrast_shares,
+                                            region_contrast_loss, region_contrasts)
 from nnunet_fuse.imagefusion.metrics import label_regions
 from nnunet_fuse.imagefusion.network import FusionNetwork
 
@@ -42,9 +45,16 @@ def main() -> None:
     parser.add_argument("--contrast-weight", type=float, default=4.0)
     parser.add_argument("--fidelity-weight", type=float, default=1.0,
                         help="weight of the intensity and gradient losses")
+    parser.add_argument("--decomposition-weight", type=float, default=0.0,
+                        help="weight of the base/detail decomposition loss (the trainer's: 1)")
+    parser.add_argument("--clip", type=float, default=0.0, help="clip the gradient norm (nnU-Net's: 12); 0: off")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--any-slice", action="store_true",
+                        help="draw the batch from all slices, not only those with a labelled region")
+    parser.add_argument("--seed", type=int, default=0, help="of the weights and of the slices drawn")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
     kwargs = json.loads((args.folder / "nnUNetFuse4SegPlans.json").read_text())["configurations"]["2d"][
         "architecture"]["arch_kwargs"]
     split = json.loads((args.folder / "splits_final.json").read_text())[0]
@@ -66,22 +76,28 @@ def main() -> None:
     optimizer = torch.optim.AdamW(net.parameters(), args.lr, weight_decay=1e-4)
     contrast_loss = region_contrast_loss if args.loss == "two-sided" else one_sided_loss
     slices = [(d[:, z], s[:, z]) for d, s in map(load, split["train"]) for z in range(d.shape[1])
-              if (s[:, z] > 0).sum() > 20]
+              if args.any_slice or (s[:, z] > 0).sum() > 20]
     start = time.time()
     for step in range(args.steps):
-        chosen = rng.integers(len(slices), size=4)
+        chosen = rng.integers(len(slices), size=args.batch)
         x = torch.stack([slices[i][0] for i in chosen])
         regions = torch.stack([regions_of(slices[i][1]) for i in chosen])
-        fused, rescaled = net(x), net.rescale(x)
-        loss = (args.contrast_weight * contrast_loss(fused, rescaled, regions)
+        features = net.features(x)
+        fused, rescaled = net.fuse(features), net.rescale(x)
+        loss = (args.decomposition_weight * decomposition_loss(features["base"], features["detail"])
+                + args.contrast_weight * contrast_loss(fused, rescaled, regions)
                 + args.fidelity_weight * (intensity_loss(fused, rescaled) + gradient_loss(fused, rescaled)))
         optimizer.zero_grad()
         loss.backward()
+        if args.clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), args.clip)
         optimizer.step()
         if step % 50 == 0:
             print(f"step {step}: loss {loss.item():.3f} ({time.time() - start:.0f} s)", flush=True)
     print(f"{args.loss} loss, {args.steps} steps, lr {args.lr}, weights contrast {args.contrast_weight} / fidelity "
-          f"{args.fidelity_weight}: share of the best modality's contrast kept (whole tumour, core, enhancing)")
+          f"{args.fidelity_weight} / decomposition {args.decomposition_weight}, clip {args.clip or 'off'}, batch "
+          f"{args.batch} of {'all' if args.any_slice else 'labelled'} slices: share of the best modality's contrast "
+          f"kept (whole tumour, core, enhancing)")
     for case in split["val"]:
         data, labels = load(case)
         with torch.no_grad():

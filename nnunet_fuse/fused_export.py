@@ -166,7 +166,8 @@ def case_contrasts(fusion: torch.nn.Module, data: np.ndarray, fused: np.ndarray,
 
 def write_contrast_report(contrasts: dict, modalities: Sequence[str], folder: Path) -> None:
     """contrast.json (case → region → image → contrast) and contrast.md: per region the mean over cases of each
-    image's contrast and of the share the average, the max and the fused image keep of the best modality's."""
+    image's contrast and of the share the average, the max and the fused image keep of the best modality's, and the
+    lowest share over the cases."""
     from nnunet_fuse.atomic_files import write_text_atomically
     from nnunet_fuse.imagefusion.metrics import SURROUNDING_WIDTH, kept_contrast
     from nnunet_fuse.reporting import format_table
@@ -174,20 +175,22 @@ def write_contrast_report(contrasts: dict, modalities: Sequence[str], folder: Pa
     write_text_atomically(folder / "contrast.json", json.dumps(contrasts, indent=2))
     fusions = ["average", "max", "fused"]
     regions = list(dict.fromkeys(r for case in contrasts.values() for r in case))
-    rows = [["region", "cases", *modalities, *fusions, *[f"{f} keeps" for f in fusions]]]
+    rows = [["region", "cases", *modalities, *fusions, *[f"{f} keeps" for f in fusions],
+             *[f"{f} keeps, lowest" for f in fusions]]]
 
-    def mean(values: List[float]) -> float:
-        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    def summary(values: List[float], reduce) -> str:
+        return f"{float(reduce(values)):.2f}" if np.isfinite(values).any() else "nan"
 
     for region in regions:
         per_case = [case[region] for case in contrasts.values() if region in case]
+        kept = {f: [kept_contrast(c, f, modalities) for c in per_case] for f in fusions}
         rows.append([region, str(len(per_case)),
-                     *[f"{mean([c[n] for c in per_case]):.2f}" for n in [*modalities, *fusions]],
-                     *[f"{mean([kept_contrast(c, f, modalities) for c in per_case]):.2f}" for f in fusions]])
+                     *[summary([c[n] for c in per_case], np.nanmean) for n in [*modalities, *fusions]],
+                     *[summary(kept[f], np.nanmean) for f in fusions], *[summary(kept[f], np.nanmin) for f in fusions]])
     text = (f"# Contrast of each labelled region ({len(contrasts)} case(s))\n\n{format_table(rows)}\n\n"
             f"Contrast: |mean inside − mean of the surrounding tissue| / sd of the surrounding tissue (the voxels "
             f"within {SURROUNDING_WIDTH} voxels of the region, outside it, inside the nonzero mask), on nnU-Net's "
             f"preprocessed grid; mean over cases. \"keeps\": the image's contrast / the contrast of the modality that "
-            f"shows the region best, per case, then averaged. Average and max: of the modalities rescaled to [0, 1] by "
-            f"the fusion network. Per case: contrast.json.\n")
+            f"shows the region best, per case, then averaged (\"lowest\": the case that keeps least). Average and "
+            f"max: of the modalities rescaled to [0, 1] by the fusion network. Per case: contrast.json.\n")
     write_text_atomically(folder / "contrast.md", text)

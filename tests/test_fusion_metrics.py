@@ -1,4 +1,6 @@
 """Fusion metrics against known answers."""
+import json
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,21 @@ def test_export_contrast_leaves_out_what_lies_outside_the_nonzero_mask():
     assert contrasts["lesion"]["A"] == pytest.approx(inside) and inside > 8  # (2 − 1) / ~0.1
     # with the background beyond the edge counted as surroundings its sd would be far larger, the contrast < 2
     assert region_contrast(data[0], lesion, surrounding(lesion)) < 2
+
+
+def test_contrast_report_gives_the_mean_and_the_case_that_keeps_least(tmp_path):
+    """contrast.md: per region the mean over cases of each image's contrast and of the share each fusion keeps of the
+    best modality's, and the lowest share over the cases (a goal such as 'keeps >= 0.9 for every region' is about
+    each case, not the mean)."""
+    from nnunet_fuse.fused_export import write_contrast_report
+
+    contrasts = {"a": {"tumour": {"T1": 2.0, "T2": 1.0, "average": 1.0, "max": 1.8, "fused": 2.0}},
+                 "b": {"tumour": {"T1": 1.0, "T2": 4.0, "average": 2.0, "max": 3.2, "fused": 2.4}}}
+    write_contrast_report(contrasts, ["T1", "T2"], tmp_path)
+    lines = (tmp_path / "contrast.md").read_text().splitlines()
+    header = [c.strip() for c in lines[2].strip("|").split("|")]
+    row = dict(zip(header, [c.strip() for c in lines[4].strip("|").split("|")]))
+    assert row == {"region": "tumour", "cases": "2", "T1": "1.50", "T2": "2.50", "average": "1.50", "max": "2.50",
+                   "fused": "2.20", "average keeps": "0.50", "max keeps": "0.85", "fused keeps": "0.80",
+                   "average keeps, lowest": "0.50", "max keeps, lowest": "0.80", "fused keeps, lowest": "0.60"}
+    assert json.loads((tmp_path / "contrast.json").read_text()) == contrasts
