@@ -32,6 +32,7 @@ METHOD_INFIXES = {
     "FuseUNetDS": "FuseUNet with nnU-Net's deep supervision",
     "Fuse4Seg": "Fuse4Seg's bi-level fusion + segmentation",
     "Fuse4SegUnrolled": "Fuse4Seg with the unrolled (Stackelberg) leader gradient",
+    "Fuse4SegContrast": "Fuse4Seg whose fused image keeps each labelled region's contrast (a loss not in the paper)",
     "Fuse4SegAverage": "the segmentation network of Fuse4Seg's plans fed the plain average of the modalities",
     "HiFuse": "HiFuse (and HiFuse + FuseUNet) with nnU-Net's training",
 }

@@ -187,3 +187,20 @@ def test_region_contrast_loss_trains_a_fused_image_that_keeps_each_structure_as_
         for region, contrasts in table.items():
             assert kept_contrast(contrasts, "average", ["A", "B"]) < 0.85
             assert 0.9 <= kept_contrast(contrasts, "fused", ["A", "B"]) <= 1.25, (b, region, contrasts)
+
+
+def test_the_contrast_target_reaches_the_leaders_loss():
+    """BilevelSettings.contrast_target is the share the region-contrast loss aims at: from the same start (the fused
+    image is the average, which keeps less than 1 of either structure's contrast), aiming at 1.2 instead of 1 adds
+    contrast_weight × 0.2 to the leader's loss."""
+    data, labels = disagreeing_modalities()
+    regions = torch.stack([labels == 1, labels == 2], dim=1)
+    leader_losses = {}
+    for target in (1.0, 1.2):
+        net = small_net(0)
+        seg_opt = torch.optim.SGD(net.segmentation.parameters(), 1e-2, momentum=0.99, nesterov=True)
+        fusion_opt = torch.optim.AdamW(net.fusion.parameters(), 1e-3)
+        settings = BilevelSettings(contrast_weight=4.0, contrast_target=target)
+        leader_losses[target] = float(bilevel_step(net, data, labels, F.cross_entropy, seg_opt, fusion_opt, settings,
+                                                   pretraining=False, regions=regions)["leader_loss"])
+    assert leader_losses[1.2] - leader_losses[1.0] == pytest.approx(4.0 * 0.2, rel=1e-4)

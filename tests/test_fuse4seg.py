@@ -201,7 +201,7 @@ def cropped_brats_cases(source: Path, target: Path, slices: int = 24, size: int 
 @pytest.mark.skipif(not (SHARED / "BraTS2015_FLAIR_T1c").is_dir(), reason="../shared/data/BraTS2015_FLAIR_T1c absent")
 def test_real_brats_cases_convert_train_predict_export(tmp_path):
     """The 6 real BraTS cases (FLAIR, T1c; cut around the tumour): convert to regions, plan, a few bi-level iterations
-    on CPU (with the region-contrast loss), predict one case, export its fused image."""
+    on CPU (nnUNetTrainerFuse4SegContrast: with the region-contrast loss), predict one case, export its fused image."""
     env = nnunet_environment(tmp_path)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     source = cropped_brats_cases(SHARED / "BraTS2015_FLAIR_T1c", tmp_path / "BraTS2015_cropped")
@@ -217,17 +217,11 @@ def test_real_brats_cases_convert_train_predict_export(tmp_path):
     cfg["patch_size"], cfg["batch_size"] = [int(max(128, 2 * t)) for t in total_stride], 2
     plans["plans_name"] = "nnUNetFuse4SegPlansCPU"
     (folder / "nnUNetFuse4SegPlansCPU.json").write_text(json.dumps(plans, indent=2))
-    # the smoke budget with the region-contrast loss on: BraTS's regions (whole tumour, core, enhancing) reach it
-    trainers = tmp_path / "trainers"
-    trainers.mkdir()
-    (trainers / "contrast_trainer.py").write_text(
-        "from nnunet_fuse.training.budget import nnUNetTrainerFuse4Seg_smoke\n\n\n"
-        "class nnUNetTrainerFuse4Seg_smoke_contrast(nnUNetTrainerFuse4Seg_smoke):\n    contrast_weight = 1.0\n")
-    env["nnUNet_extTrainer"] += os.pathsep + str(trainers)
-    trainer, plans_name = "nnUNetTrainerFuse4Seg_smoke_contrast", "nnUNetFuse4SegPlansCPU"
+    # Fuse4Seg with the region-contrast loss, on the smoke budget: BraTS's regions (whole tumour, core, enhancing)
+    trainer, plans_name = "nnUNetTrainerFuse4SegContrast_smoke", "nnUNetFuse4SegPlansCPU"
     trained = run([nnunet_command("nnUNetv2_train"), "138", "2d", "0", "-tr", trainer, "-p", plans_name, "-device",
                    "cpu"], env)
-    assert "region contrast 1.0" in trained.stdout and "Fuse4Seg phase: bi-level" in trained.stdout
+    assert "region contrast 4.0 (target 1.15)" in trained.stdout and "Fuse4Seg phase: bi-level" in trained.stdout
 
     case = "brats_2013_pat0001_1"
     inputs = tmp_path / "case_in"

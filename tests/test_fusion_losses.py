@@ -125,9 +125,9 @@ def two_regions_two_modalities(size: int = 40, seed: int = 0):
 
 
 def test_region_contrast_loss_known_answers_and_gradient():
-    """0 for the fusion that keeps each region's best modality; for the average exactly the mean shortfall of its
-    kept share, for an image that paints the regions brighter exactly the mean excess (against an independent numpy
-    reference); an analytic gradient that matches finite differences."""
+    """0 for the fusion that keeps each region's best modality (|target − kept|, target 1; 0.2 at target 1.2); for
+    the average exactly the mean shortfall of its kept share, for an image that paints the regions brighter exactly
+    the mean excess (against an independent numpy reference); an analytic gradient that matches finite differences."""
     images, regions, selected = two_regions_two_modalities()
     assert float(region_contrast_loss(selected, images, regions)) == pytest.approx(0.0, abs=1e-12)
     average = images.mean(1, keepdim=True)
@@ -150,6 +150,10 @@ def test_region_contrast_loss_known_answers_and_gradient():
         excess.append(region_contrast(painted[0, 0].numpy(), mask, around) / best - 1)
     assert min(excess) > 0.5
     assert float(region_contrast_loss(painted, images, regions)) == pytest.approx(sum(excess) / 2, rel=1e-9)
+    # a target share t: |t − kept| (the selected modality now falls short by t − 1, the painting exceeds by less)
+    assert float(region_contrast_loss(selected, images, regions, target=1.2)) == pytest.approx(0.2, rel=1e-9)
+    assert float(region_contrast_loss(painted, images, regions, target=1.2)) == pytest.approx(
+        sum(abs(e - 0.2) for e in excess) / 2, rel=1e-9)
     # below the target share: the analytic gradient equals central finite differences along random directions,
     # and a step against it lowers the loss
     fused = (0.5 * average + 0.5 * selected).requires_grad_(True)

@@ -19,8 +19,8 @@ def test_parse_methods():
     assert parse_methods("nnunet,fuseunet-ds") == ["nnunet", "fuseunet-ds"]
     assert parse_methods("hifuse,hifuse-fuseunet") == ["hifuse", "hifuse-fuseunet"]
     with pytest.raises(ReproduceError, match="unknown method 'unet'.*available: nnunet, fuseunet, fuseunet-ds, "
-                                             "fuse4seg, fuse4seg-unrolled, fuse4seg-average, hifuse, "
-                                             "hifuse-fuseunet"):
+                                             "fuse4seg, fuse4seg-unrolled, fuse4seg-contrast, fuse4seg-average, "
+                                             "hifuse, hifuse-fuseunet"):
         parse_methods("unet")
     with pytest.raises(ReproduceError, match="twice"):
         parse_methods("nnunet,nnunet")

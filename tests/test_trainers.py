@@ -34,7 +34,8 @@ def test_the_papers_trainers_and_nothing_else():
     module = trainers_module()
     names = set(module.__all__)
     papers = {"nnUNetTrainerFuseUNet", "nnUNetTrainerFuseUNetDS", "nnUNetTrainerFuse4Seg", "nnUNetTrainerHiFuse",
-              "nnUNetTrainerFuse4SegUnrolled", "nnUNetTrainerFuse4SegAverage"}  # + Fuse4Seg's variants
+              "nnUNetTrainerFuse4SegUnrolled", "nnUNetTrainerFuse4SegContrast",
+              "nnUNetTrainerFuse4SegAverage"}  # + Fuse4Seg's variants
     budgets = {budget_trainer_name(m, b) for m in METHOD_INFIXES for b in BUDGETS}
     assert names == papers | budgets
     for gone in ("nnUNetTrainerFuseUNet_2x4", "nnUNetTrainerFuseUNet_10x25", "nnUNetTrainerFuseUNet_lr1e2"):

@@ -51,6 +51,7 @@ class BilevelSettings:
     gradient_weight: float = 1.0
     decomposition_weight: float = 1.0
     contrast_weight: float = 0.0        # the region-contrast loss (losses.region_contrast_loss; needs the regions)
+    contrast_target: float = 1.0        # the share of the best modality's contrast it aims at
     clip_norm: float = 12.0             # nnU-Net's gradient clipping, per network
     leader_gradient: str = "first-order"  # one of LEADER_GRADIENTS (module docstring)
     finite_difference: float = 1e-2     # ε·|v| of the unrolled step's second-order product
@@ -189,7 +190,8 @@ def bilevel_step(network: nn.Module, data: torch.Tensor, target, segmentation_lo
             losses = (settings.intensity_weight * intensity_loss(fused, rescaled)
                       + settings.gradient_weight * gradient_loss(fused.float(), rescaled.float()) + decomposition)
         if settings.contrast_weight > 0:
-            losses = losses + settings.contrast_weight * region_contrast_loss(fused, rescaled, regions)
+            losses = losses + settings.contrast_weight * region_contrast_loss(fused, rescaled, regions,
+                                                                              settings.contrast_target)
         return losses
 
     segmentation_optimizer.zero_grad(set_to_none=True)

@@ -184,12 +184,14 @@ def kept_contrast_shares(fused: torch.Tensor, images: torch.Tensor, regions: tor
     return contrasts[:, -1].nan_to_num(0) / best.clamp_min(1e-6), best > 0
 
 
-def region_contrast_loss(fused: torch.Tensor, images: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    """mean over the (case, region) pairs present of |1 − contrast(F) / max_i contrast(I_i)|: every labelled region
-    stands out of the fused image as much as in the modality that shows it best (region_contrasts) — no less (the
-    fusion lost it) and no more (the fusion painted it from the labels it was trained on: with a one-sided shortfall a
-    fusion network learnt to show BraTS tumours at 3–8× their best modality's contrast). fused (B, 1, *S), images
-    (B, N, *S), regions (B, R, *S) → scalar; 0 (with F's graph) where no modality shows a region."""
+def region_contrast_loss(fused: torch.Tensor, images: torch.Tensor, regions: torch.Tensor,
+                         target: float = 1.0) -> torch.Tensor:
+    """mean over the (case, region) pairs present of |target − contrast(F) / max_i contrast(I_i)|: every labelled
+    region stands out of the fused image as much as in the modality that shows it best (region_contrasts; target 1)
+    — no less (the fusion lost it) and no more (the fusion painted it from the labels it was trained on: with a
+    one-sided shortfall a fusion network learnt to show BraTS tumours at 3–8× their best modality's contrast); a
+    target a little above 1 leaves a margin for unseen cases. fused (B, 1, *S), images (B, N, *S), regions (B, R, *S)
+    → scalar; 0 (with F's graph) where no modality shows a region."""
     kept, shown = kept_contrast_shares(fused, images, regions)
-    deviation = (1 - kept).abs()[shown]
+    deviation = (target - kept).abs()[shown]
     return deviation.mean() if deviation.numel() else fused.sum() * 0

@@ -43,6 +43,7 @@ METHODS: Dict[str, Method] = {
     "fuseunet-ds": Method("FuseUNet + deep supervision", "fuseunet", "nnUNetTrainerFuseUNetDS"),
     "fuse4seg": Method("Fuse4Seg", "fuse4seg", "nnUNetTrainerFuse4Seg"),
     "fuse4seg-unrolled": Method("Fuse4Seg, unrolled leader gradient", "fuse4seg", "nnUNetTrainerFuse4SegUnrolled"),
+    "fuse4seg-contrast": Method("Fuse4Seg + region-contrast loss", "fuse4seg", "nnUNetTrainerFuse4SegContrast"),
     "fuse4seg-average": Method("average of the modalities → segmentation", "fuse4seg", "nnUNetTrainerFuse4SegAverage"),
     "hifuse": Method("HiFuse", "hifuse", "nnUNetTrainerHiFuse"),
     "hifuse-fuseunet": Method("HiFuse + FuseUNet decoder", "hifuse-fuseunet", "nnUNetTrainerHiFuse"),

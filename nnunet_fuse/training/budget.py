@@ -34,13 +34,14 @@ from nnunet_fuse.budgets import (BUDGETS, METHOD_INFIXES, NO_MIRRORING_BUDGETS, 
                                  SNAPSHOT_FILE, budget_trainer_name)
 from nnunet_fuse.training.checkpoints import SafeCheckpointTrainer
 from nnunet_fuse.training.fuse4seg import (nnUNetTrainerFuse4Seg, nnUNetTrainerFuse4SegAverage,
-                                           nnUNetTrainerFuse4SegUnrolled)
+                                           nnUNetTrainerFuse4SegContrast, nnUNetTrainerFuse4SegUnrolled)
 from nnunet_fuse.training.fuseunet import nnUNetTrainerFuseUNet, nnUNetTrainerFuseUNetDS
 from nnunet_fuse.training.hifuse import nnUNetTrainerHiFuse
 
 METHOD_TRAINERS = {"": SafeCheckpointTrainer, "FuseUNet": nnUNetTrainerFuseUNet,
                    "FuseUNetDS": nnUNetTrainerFuseUNetDS, "Fuse4Seg": nnUNetTrainerFuse4Seg,
                    "Fuse4SegUnrolled": nnUNetTrainerFuse4SegUnrolled, "Fuse4SegAverage": nnUNetTrainerFuse4SegAverage,
+                   "Fuse4SegContrast": nnUNetTrainerFuse4SegContrast,
                    "HiFuse": nnUNetTrainerHiFuse}
 assert set(METHOD_TRAINERS) == set(METHOD_INFIXES)
 
